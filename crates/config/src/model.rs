@@ -1,0 +1,491 @@
+//! The typed configuration model.
+//!
+//! Every type here is what the rest of Switchyard consumes: it is already
+//! validated (see `validate.rs`), durations are `Duration`s and addresses are
+//! `SocketAddr`s. Each default sits next to its field with the reason for its
+//! value; `docs/configuration.md` repeats them for operators.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use serde::Serialize;
+
+/// The whole configuration of one proxy process.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Config {
+    pub admin: AdminConfig,
+    pub runtime: RuntimeConfig,
+    pub log: LogConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// `[admin]`: the operator's endpoint (`/ready`, `/live`, `/metrics`, `/clusters`, `/config`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AdminConfig {
+    /// Default `127.0.0.1:9901`: loopback so that nothing outside the host can
+    /// read the configuration or metrics unless the operator opts in; 9901 is
+    /// the port operators already know from Envoy.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        }
+    }
+}
+
+/// `[runtime]`: threads and lifecycle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuntimeConfig {
+    /// Worker threads. Default: `None`, meaning one per available core, since a
+    /// proxy is CPU-bound on the data path; `1` runs a single-threaded runtime,
+    /// the cheapest choice for a sidecar pinned to one core.
+    pub workers: Option<usize>,
+    /// Default 20s: time in-flight requests get to finish after SIGTERM. It
+    /// stays below Kubernetes' default termination grace period (30s) so that
+    /// the proxy exits on its own before it is killed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `[log]`: process logs and access logs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogConfig {
+    /// Default `"info"`: an `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+    /// Default `None`: human-readable on a terminal, JSON otherwise unless the
+    /// command line says `--log-format`.
+    pub format: Option<LogFormat>,
+    /// Default `false`: one line per request costs CPU on every hop; operators
+    /// turn it on where they need it.
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: None,
+            access_log: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[[listeners]]`: a socket the proxy accepts on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Default `http`: the common case for a service mesh sidecar.
+    pub protocol: ListenerProtocol,
+    /// HTTP listeners: ordered routes, first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// TCP and UDP listeners: the one cluster all traffic goes to.
+    pub cluster: Option<String>,
+    /// HTTP listeners: server-side protocol limits and timeouts.
+    pub http: HttpServerConfig,
+    /// TCP listeners: idle timeout of a proxied connection.
+    /// Default 1h: long-lived connections (databases, caches) are the norm for
+    /// TCP; the limit only reclaims connections whose peers vanished silently.
+    pub tcp_idle_timeout: Duration,
+    /// UDP listeners: how long a client's flow stays mapped without traffic.
+    /// Default 60s: longer than common DNS/QUIC retry intervals, short enough
+    /// to bound the flow table.
+    pub udp_session_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1, h2c (prior knowledge) and gRPC on one port.
+    Http,
+    Tcp,
+    Udp,
+}
+
+/// `[listeners.http]`: downstream HTTP settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpServerConfig {
+    /// Default 64 KiB: the total size of a request head. Envoy's default is
+    /// 60 KiB; real browsers stay far below; larger heads are refused with 431.
+    pub max_header_bytes: usize,
+    /// Default 10s: a client must send its whole request head within this time
+    /// (slowloris defence). Generous for mobile clients, short enough that a
+    /// trickling client cannot hold a connection for long.
+    pub header_read_timeout: Duration,
+    /// Default 60s: a keep-alive connection with no request in flight is closed
+    /// after this. Longer than typical client pools keep idle connections
+    /// (Go: 90s idle in the pool but clients retry), short enough to bound fds.
+    pub idle_timeout: Duration,
+    /// Default `None`: when set, connections older than this are asked to go
+    /// away (HTTP/2 GOAWAY, `Connection: close` on HTTP/1.1) so that clients
+    /// reconnect and rebalance after a scale-out.
+    pub max_connection_age: Option<Duration>,
+    /// Default 100: concurrent HTTP/2 streams per downstream connection, the
+    /// value the HTTP/2 RFC recommends as a minimum and most servers use.
+    pub max_concurrent_streams: u32,
+    /// Default 10,000: connections accepted at once on this listener; beyond it
+    /// the proxy stops accepting until one closes, protecting its memory.
+    pub max_connections: usize,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connection_age: None,
+            max_concurrent_streams: 100,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[[listeners.routes]]`: where matching requests go and with what policy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteConfig {
+    /// Default: `"<listener>/<index>"`, so metrics and logs can name the route.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    pub destination: Destination,
+    /// Default 15s (Envoy's route default): bounds the time from the request
+    /// to the upstream's response head, all attempts included. Bodies then
+    /// stream without a total limit so long gRPC streams keep working.
+    pub timeout: Duration,
+    /// Default `None`: no retries unless the route asks for them.
+    pub retry: Option<RetryPolicy>,
+    /// Default `None`: no hedging.
+    pub hedge: Option<HedgePolicy>,
+}
+
+/// The request properties a route matches on; all given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RouteMatch {
+    /// Exact host (`api.example.com`) or a wildcard suffix (`*.example.com`),
+    /// compared case-insensitively without the port.
+    pub host: Option<String>,
+    pub path: Option<PathMatch>,
+    /// Any of these methods; empty means any method.
+    pub methods: Vec<String>,
+    /// Every listed header must be present with exactly this value.
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-agnostic byte prefix, like Envoy's `prefix`.
+    Prefix(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    Cluster(String),
+    /// Weighted split across clusters (canary, blue/green).
+    Split(Vec<WeightedCluster>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+/// `retry = { ... }` on a route.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Total attempts including the first. Default 3, the gRPC and Envoy norm:
+    /// two retries mask one bad endpoint without multiplying load much.
+    pub attempts: u32,
+    /// Default `None`: each attempt may use what is left of the route timeout.
+    pub per_try_timeout: Option<Duration>,
+    /// Default `[connect-failure, refused-stream, reset, unavailable]`.
+    pub on: Vec<RetryOn>,
+    /// Additional HTTP status codes that are retried.
+    pub status_codes: Vec<u16>,
+    /// Default 25ms base / 250ms cap, full jitter (gRPC and Envoy use 25ms base).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Default `false`: only idempotent methods (RFC 9110) are retried on
+    /// failures that may have reached the upstream.
+    pub non_idempotent: bool,
+    /// Default 64 KiB (Linkerd's bound): request bodies up to this size are
+    /// buffered so that they can be replayed; larger bodies are not retried.
+    pub max_replay_bytes: usize,
+    /// Default `false`: a request that is already a retry at a previous hop is
+    /// not retried again here, so retries never multiply along a chain.
+    pub retry_retried: bool,
+}
+
+impl Default for RetryPolicy {
+    /// The defaults documented on each field; used for `retry = {}`.
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            per_try_timeout: None,
+            on: vec![
+                RetryOn::ConnectFailure,
+                RetryOn::RefusedStream,
+                RetryOn::Reset,
+                RetryOn::Unavailable,
+            ],
+            status_codes: Vec::new(),
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            non_idempotent: false,
+            max_replay_bytes: 64 * 1024,
+            retry_retried: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    ConnectFailure,
+    RefusedStream,
+    Reset,
+    /// Any 5xx from the upstream.
+    #[serde(rename = "5xx")]
+    Status5xx,
+    /// 502, 503 and 504.
+    GatewayError,
+    /// gRPC `UNAVAILABLE`.
+    Unavailable,
+    /// gRPC `RESOURCE_EXHAUSTED`.
+    ResourceExhausted,
+    /// gRPC `DEADLINE_EXCEEDED` of one attempt.
+    DeadlineExceeded,
+    /// gRPC `CANCELLED`.
+    Cancelled,
+}
+
+/// `hedge = { ... }` on a route.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HedgePolicy {
+    pub delay: HedgeDelay,
+    /// Default 2: the original plus one hedge.
+    pub max_attempts: u32,
+    /// Default 0.1: hedges may add at most 10% load over recent requests.
+    pub max_extra_load: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgeDelay {
+    Fixed(Duration),
+    /// A percentile (e.g. 95.0) of the cluster's recent latency.
+    Percentile(f64),
+}
+
+/// `[[clusters]]`: a set of interchangeable upstream endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub discovery: Discovery,
+    /// Default `p2c-peak-ewma`: latency-aware and self-correcting, the choice
+    /// of Finagle, Linkerd and tower; it steers away from slow endpoints
+    /// without any tuning.
+    pub balance: BalanceStrategy,
+    /// Required for `ring-hash` and `maglev`: what request property is hashed.
+    pub hash: Option<HashOn>,
+    /// Default `http1`: every HTTP server speaks it; gRPC needs `http2`.
+    pub protocol: UpstreamProtocol,
+    /// Default 1s: within a data centre a connect that takes longer means the
+    /// host is gone; failing fast lets a retry pick another endpoint.
+    pub connect_timeout: Duration,
+    /// Default 4s: idle pooled connections are closed before common upstream
+    /// keep-alive timeouts (Node.js: 5s), so the proxy never reuses a
+    /// connection the upstream is closing (Envoy's intermittent-503 problem).
+    pub idle_timeout: Duration,
+    /// Default 1024: idle connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    pub retry_budget: RetryBudget,
+    pub limits: Limits,
+    pub outlier: Option<OutlierPolicy>,
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    Static(Vec<StaticEndpoint>),
+    Registry {
+        url: String,
+        service: String,
+    },
+    Dns(DnsDiscovery),
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StaticEndpoint {
+    pub address: SocketAddr,
+    /// Default 1.
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsDiscovery {
+    /// `name:port`, resolved to A/AAAA records.
+    Name(String),
+    /// An SRV name; ports and weights come from the records.
+    Srv(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalanceStrategy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    RingHash,
+    Maglev,
+    P2cPeakEwma,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// A request header's value (e.g. `x-user-id`).
+    Header(String),
+    /// The downstream client's IP address.
+    SourceIp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+/// `retry_budget = { ... }` on a cluster (the Finagle/Linkerd model).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetryBudget {
+    /// Default 0.2: retries may add at most 20% load over recent requests.
+    pub ratio: f64,
+    /// Default 10: retries per second always allowed, so that low-traffic
+    /// clusters can still retry.
+    pub min_per_second: u32,
+    /// Default 10s: the window over which requests are counted.
+    pub ttl: Duration,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            min_per_second: 10,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `limits = { ... }` on a cluster; Envoy's circuit-breaker defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Default 1024: upstream connections across all endpoints.
+    pub max_connections: usize,
+    /// Default 1024: requests waiting for a connection.
+    pub max_pending: usize,
+    /// Default 1024: requests in flight to the cluster.
+    pub max_requests: usize,
+    /// Default 3: retries in flight to the cluster at once.
+    pub max_retries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// `outlier = { ... }` on a cluster: passive ejection of failing endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutlierPolicy {
+    /// Default 5 (Envoy): consecutive failures that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// Default `None`: when set, a failure ratio over `window` that ejects.
+    pub failure_rate: Option<f64>,
+    /// Default 10s: the window for `failure_rate`.
+    pub window: Duration,
+    /// Default 10s: first ejection; doubles with each ejection in a row.
+    pub base_ejection: Duration,
+    /// Default 5m: the longest ejection.
+    pub max_ejection: Duration,
+    /// Default 50: never eject more than this percentage of the cluster.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierPolicy {
+    /// The defaults documented on each field; used for `outlier = {}`.
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: None,
+            window: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// `health = { ... }` on a cluster: active health checks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    /// Default 2s, HAProxy's `inter`.
+    pub interval: Duration,
+    /// Default 500ms.
+    pub timeout: Duration,
+    /// Default 2 (HAProxy `rise`).
+    pub healthy: u32,
+    /// Default 3 (HAProxy `fall`).
+    pub unhealthy: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// `http = "/healthz"`; `expected_statuses` default 200..=299.
+    Http {
+        path: String,
+        expected_statuses: Vec<u16>,
+    },
+    /// `grpc = "service.name"` (empty string: the whole server).
+    Grpc { service: String },
+    /// `tcp = true`: a successful connect is healthy.
+    Tcp,
+}

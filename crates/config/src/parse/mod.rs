@@ -1,0 +1,282 @@
+//! TOML document → [`Config`]: the top level, `[admin]`, `[runtime]`, `[log]`
+//! and `[[listeners]]`. Routes and clusters live in their own files.
+//!
+//! Every function here reads what it can, records an error for what it
+//! cannot and substitutes the default, so that parsing always runs to the end
+//! of the file. The resulting `Config` is only returned when no error was
+//! recorded, so the placeholders never escape.
+
+mod cluster;
+mod route;
+
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::model::{
+    AdminConfig, Config, HttpServerConfig, ListenerConfig, ListenerProtocol, LogConfig, LogFormat,
+    RuntimeConfig,
+};
+use crate::reader::{Ctx, Field, Table};
+use crate::validate::{Listen, Refs, Site};
+
+const ROOT_KEYS: &[&str] = &["admin", "runtime", "log", "listeners", "clusters"];
+const ADMIN_KEYS: &[&str] = &["listen"];
+const RUNTIME_KEYS: &[&str] = &["workers", "shutdown_grace"];
+const LOG_KEYS: &[&str] = &["level", "format", "access_log"];
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "protocol",
+    "routes",
+    "cluster",
+    "http",
+    "tcp_idle_timeout",
+    "udp_session_timeout",
+];
+const HTTP_KEYS: &[&str] = &[
+    "max_header_bytes",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connection_age",
+    "max_concurrent_streams",
+    "max_connections",
+];
+
+/// Reads the whole document; names, references and addresses go to `refs`
+/// for the cross-reference checks.
+pub(crate) fn document(ctx: &mut Ctx<'_>, root: &Spanned<DeTable<'_>>, refs: &mut Refs) -> Config {
+    let root = Table::root(ctx, root, ROOT_KEYS);
+    let mut config = Config::default();
+    if let Some(admin) = root.get("admin").and_then(|f| f.table(ctx, ADMIN_KEYS)) {
+        config.admin = admin_config(ctx, &admin);
+    }
+    if let Some(runtime) = root.get("runtime").and_then(|f| f.table(ctx, RUNTIME_KEYS)) {
+        config.runtime = runtime_config(ctx, &runtime);
+    }
+    if let Some(log) = root.get("log").and_then(|f| f.table(ctx, LOG_KEYS)) {
+        config.log = log_config(ctx, &log);
+    }
+    if let Some(items) = root.get("listeners").and_then(|f| f.array(ctx)) {
+        config.listeners = items
+            .iter()
+            .filter_map(|item| listener(ctx, item, refs))
+            .collect();
+    }
+    if let Some(items) = root.get("clusters").and_then(|f| f.array(ctx)) {
+        config.clusters = items
+            .iter()
+            .filter_map(|item| cluster::cluster(ctx, item, refs))
+            .collect();
+    }
+    config
+}
+
+fn admin_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> AdminConfig {
+    let mut admin = AdminConfig::default();
+    if let Some(listen) = t.opt(ctx, "listen", Field::socket_addr) {
+        admin.listen = listen;
+    }
+    admin
+}
+
+fn runtime_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> RuntimeConfig {
+    let defaults = RuntimeConfig::default();
+    RuntimeConfig {
+        workers: t
+            .opt(ctx, "workers", |f, c| f.usize_min(c, 1))
+            .or(defaults.workers),
+        shutdown_grace: t
+            .opt(ctx, "shutdown_grace", Field::duration)
+            .unwrap_or(defaults.shutdown_grace),
+    }
+}
+
+fn log_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> LogConfig {
+    let defaults = LogConfig::default();
+    let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+    LogConfig {
+        level: t
+            .opt(ctx, "level", Field::non_empty_str)
+            .map_or(defaults.level, str::to_owned),
+        format: t
+            .opt(ctx, "format", |f, c| f.choice(c, &formats))
+            .or(defaults.format),
+        access_log: t
+            .opt(ctx, "access_log", Field::bool)
+            .unwrap_or(defaults.access_log),
+    }
+}
+
+/// Listener and cluster names end up in metric labels and URLs, so they are
+/// restricted to characters that need no escaping there.
+pub(crate) fn name(field: &Field<'_, '_>, ctx: &mut Ctx<'_>) -> Option<String> {
+    let s = field.str(ctx)?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if s.is_empty() || !s.chars().all(valid) {
+        return field.invalid(ctx, "a name made of letters, digits, '_', '.' and '-'");
+    }
+    Some(s.to_owned())
+}
+
+fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option<ListenerConfig> {
+    let t = field.table(ctx, LISTENER_KEYS)?;
+    let name_field = t.required(ctx, "name");
+    let name = name_field.as_ref().and_then(|f| name(f, ctx));
+    if let (Some(name), Some(f)) = (&name, &name_field) {
+        refs.listener_names.push((name.clone(), Site::of(f)));
+    }
+    let listen_field = t.required(ctx, "listen");
+    let listen = listen_field.as_ref().and_then(|f| f.socket_addr(ctx));
+    let protocols = [
+        ("http", ListenerProtocol::Http),
+        ("tcp", ListenerProtocol::Tcp),
+        ("udp", ListenerProtocol::Udp),
+    ];
+    // `None` when the protocol is invalid: protocol-specific checks are then
+    // skipped rather than piling guesses on top of the reported error.
+    let protocol = match t.get("protocol") {
+        Some(f) => f.choice(ctx, &protocols),
+        None => Some(ListenerProtocol::Http),
+    };
+    let label = name.clone().unwrap_or_else(|| t.path.clone());
+    if let (Some(address), Some(protocol), Some(f)) = (listen, protocol, &listen_field) {
+        refs.listens.push(Listen {
+            address,
+            udp: protocol == ListenerProtocol::Udp,
+            owner: label.clone(),
+            site: Site::of(f),
+        });
+    }
+
+    let is = |p: ListenerProtocol| protocol == Some(p);
+    let is_http = is(ListenerProtocol::Http);
+    let kind = protocol.map_or("", protocol_name);
+    let mut routes = Vec::new();
+    match t.get("routes") {
+        Some(f) if protocol.is_some() && !is_http => f.conflict(
+            ctx,
+            format!(
+                "routes are for http listeners; a {kind} listener sends everything to `cluster`"
+            ),
+        ),
+        Some(f) => {
+            if let Some(items) = f.array(ctx) {
+                if items.is_empty() && is_http {
+                    f.invalid::<()>(ctx, "at least one route");
+                }
+                routes = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| route::route(ctx, item, &format!("{label}/{i}"), refs))
+                    .collect();
+            }
+        }
+        None if is_http => t.missing(ctx, "routes"),
+        None => {}
+    }
+
+    let cluster = match t.get("cluster") {
+        Some(f) if is_http => {
+            f.conflict(
+                ctx,
+                "an http listener routes with `routes`; `cluster` is for tcp and udp listeners",
+            );
+            None
+        }
+        Some(f) => {
+            let cluster = f.str(ctx).map(str::to_owned);
+            if let Some(cluster) = &cluster {
+                refs.cluster_refs.push((cluster.clone(), Site::of(&f)));
+            }
+            cluster
+        }
+        None if protocol.is_some() && !is_http => {
+            t.missing(ctx, "cluster");
+            None
+        }
+        None => None,
+    };
+
+    let mut http = HttpServerConfig::default();
+    if let Some(f) = t.get("http") {
+        if protocol.is_some() && !is_http {
+            f.conflict(
+                ctx,
+                format!("`http` settings do not apply to a {kind} listener"),
+            );
+        } else if let Some(table) = f.table(ctx, HTTP_KEYS) {
+            http = http_config(ctx, &table);
+        }
+    }
+
+    let only_for = |ctx: &mut Ctx<'_>, key: &str, wanted: ListenerProtocol, default: Duration| {
+        let f = t.get(key)?;
+        if protocol.is_some() && !is(wanted) {
+            let wanted = protocol_name(wanted);
+            f.conflict(ctx, format!("`{key}` only applies to {wanted} listeners"));
+            return Some(default);
+        }
+        f.positive_duration(ctx)
+    };
+    let tcp_idle_timeout =
+        only_for(ctx, "tcp_idle_timeout", ListenerProtocol::Tcp, TCP_IDLE).unwrap_or(TCP_IDLE);
+    let udp_session_timeout = only_for(
+        ctx,
+        "udp_session_timeout",
+        ListenerProtocol::Udp,
+        UDP_SESSION,
+    )
+    .unwrap_or(UDP_SESSION);
+
+    Some(ListenerConfig {
+        name: name.unwrap_or_default(),
+        listen: listen.unwrap_or_else(|| AdminConfig::default().listen),
+        protocol: protocol.unwrap_or(ListenerProtocol::Http),
+        routes,
+        cluster,
+        http,
+        tcp_idle_timeout,
+        udp_session_timeout,
+    })
+}
+
+/// Default of `tcp_idle_timeout`; the reason is on the model field.
+pub(crate) const TCP_IDLE: Duration = Duration::from_secs(3600);
+/// Default of `udp_session_timeout`; the reason is on the model field.
+pub(crate) const UDP_SESSION: Duration = Duration::from_secs(60);
+
+fn protocol_name(protocol: ListenerProtocol) -> &'static str {
+    match protocol {
+        ListenerProtocol::Http => "http",
+        ListenerProtocol::Tcp => "tcp",
+        ListenerProtocol::Udp => "udp",
+    }
+}
+
+fn http_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> HttpServerConfig {
+    let d = HttpServerConfig::default();
+    HttpServerConfig {
+        max_header_bytes: t
+            .opt(ctx, "max_header_bytes", |f, c| f.usize_min(c, 1))
+            .unwrap_or(d.max_header_bytes),
+        header_read_timeout: t
+            .opt(ctx, "header_read_timeout", Field::positive_duration)
+            .unwrap_or(d.header_read_timeout),
+        idle_timeout: t
+            .opt(ctx, "idle_timeout", Field::positive_duration)
+            .unwrap_or(d.idle_timeout),
+        max_connection_age: t
+            .opt(ctx, "max_connection_age", Field::positive_duration)
+            .or(d.max_connection_age),
+        max_concurrent_streams: t
+            .opt(ctx, "max_concurrent_streams", |f, c| {
+                f.u32_in(c, 1, u32::MAX)
+            })
+            .unwrap_or(d.max_concurrent_streams),
+        max_connections: t
+            .opt(ctx, "max_connections", |f, c| f.usize_min(c, 1))
+            .unwrap_or(d.max_connections),
+    }
+}

@@ -1,0 +1,193 @@
+//! Cross-reference errors (unknown clusters, duplicate names, overlapping
+//! addresses) and a file with many errors reported at once.
+
+mod common;
+
+use common::{WEB, errors, single, tcp};
+use switchyard_config::*;
+
+#[test]
+fn unknown_cluster_lists_the_defined_ones() {
+    let (line, column, path, kind) = single(&format!(
+        "{WEB}  [[listeners.routes]]\n  cluster = \"apii\"\n"
+    ));
+    assert_eq!((line, column), (5, 13));
+    assert_eq!(path, "listeners[0].routes[0].cluster");
+    assert_eq!(
+        kind,
+        ErrorKind::UnknownCluster {
+            name: "apii".into(),
+            defined: vec!["api".into(), "redis".into()]
+        }
+    );
+}
+
+#[test]
+fn unknown_cluster_in_split_and_tcp_listener() {
+    let errors = errors(
+        r#"[[listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+routes = [{ split = [{ cluster = "api", weight = 1 }, { cluster = "nope", weight = 1 }] }]
+[[listeners]]
+name = "db"
+listen = "127.0.0.1:5432"
+protocol = "tcp"
+cluster = "pg"
+"#,
+    );
+    let found: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (4, 67, "listeners[0].routes[0].split[1].cluster"),
+            (9, 11, "listeners[1].cluster")
+        ]
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| matches!(e.kind, ErrorKind::UnknownCluster { .. }))
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let errors = errors(
+        r#"[[listeners]]
+name = "db"
+listen = "127.0.0.1:1"
+protocol = "tcp"
+cluster = "api"
+[[listeners]]
+name = "db"
+listen = "127.0.0.1:2"
+protocol = "tcp"
+cluster = "api"
+[[clusters]]
+name = "redis"
+discovery = { static = ["127.0.0.1:1", "127.0.0.1:1"] }
+"#,
+    );
+    let found: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.column, e.kind.clone()))
+        .collect();
+    let dup = |what, name: &str, first_line| ErrorKind::DuplicateName {
+        what,
+        name: name.into(),
+        first_line,
+    };
+    assert_eq!(
+        found,
+        [
+            (7, 8, dup("listener", "db", 2)),
+            (13, 40, dup("endpoint", "127.0.0.1:1", 13)),
+            // The appended clusters define "redis" again on line 19.
+            (19, 8, dup("cluster", "redis", 12)),
+        ]
+    );
+}
+
+#[test]
+fn overlapping_listen_addresses() {
+    let source = [
+        tcp("a", "127.0.0.1:7000", "tcp"),
+        tcp("b", "127.0.0.1:7000", "tcp"), // same address: line 8
+        tcp("c", "0.0.0.0:7000", "tcp"),   // wildcard over a: line 13
+        tcp("d", "127.0.0.1:7000", "udp"), // other transport: fine
+        tcp("e", "127.0.0.1:9901", "tcp"), // the default admin address: line 23
+        tcp("f", "[::1]:7000", "tcp"),     // other address family: fine
+    ]
+    .concat();
+    let errors = errors(&source);
+    let found: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str(), e.kind.clone()))
+        .collect();
+    let addr = |s: &str| s.parse().expect("valid address");
+    assert_eq!(
+        found,
+        [
+            (
+                8,
+                10,
+                "listeners[1].listen",
+                ErrorKind::DuplicateListen {
+                    address: addr("127.0.0.1:7000"),
+                    used_by: "listener \"a\"".into(),
+                    used_by_address: addr("127.0.0.1:7000")
+                }
+            ),
+            (
+                13,
+                10,
+                "listeners[2].listen",
+                ErrorKind::DuplicateListen {
+                    address: addr("0.0.0.0:7000"),
+                    used_by: "listener \"a\"".into(),
+                    used_by_address: addr("127.0.0.1:7000")
+                }
+            ),
+            (
+                23,
+                10,
+                "listeners[4].listen",
+                ErrorKind::DuplicateListen {
+                    address: addr("127.0.0.1:9901"),
+                    used_by: "the admin endpoint".into(),
+                    used_by_address: addr("127.0.0.1:9901")
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn listener_on_a_configured_admin_address() {
+    let source = format!(
+        "[admin]\nlisten = \"0.0.0.0:9000\"\n{}",
+        tcp("a", "127.0.0.1:9000", "tcp")
+    );
+    let (line, _, _, kind) = single(&source);
+    assert_eq!(line, 5);
+    assert!(matches!(kind, ErrorKind::DuplicateListen { .. }));
+}
+
+#[test]
+fn five_different_errors_are_all_reported() {
+    let errors = errors(
+        r#"[runtime]
+workers = 0
+[[listeners]]
+name = "web"
+listen = "localhost:80"
+  [[listeners.routes]]
+  cluster = "apii"
+  timeout = 5
+  retry = { attempts = 3, atempts = 2 }
+"#,
+    );
+    let found: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (2, 11, "runtime.workers"),
+            (5, 10, "listeners[0].listen"),
+            (7, 13, "listeners[0].routes[0].cluster"),
+            (8, 13, "listeners[0].routes[0].timeout"),
+            (9, 27, "listeners[0].routes[0].retry.atempts"),
+        ]
+    );
+    assert!(matches!(errors[0].kind, ErrorKind::InvalidValue { .. }));
+    assert!(matches!(errors[1].kind, ErrorKind::InvalidValue { .. }));
+    assert!(matches!(errors[2].kind, ErrorKind::UnknownCluster { .. }));
+    assert!(matches!(errors[3].kind, ErrorKind::WrongType { .. }));
+    assert!(matches!(errors[4].kind, ErrorKind::UnknownKey { .. }));
+}

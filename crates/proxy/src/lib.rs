@@ -1,0 +1,280 @@
+//! The Switchyard proxy: listeners, clusters and the admin API assembled from
+//! a validated [`Config`], with a graceful lifecycle.
+//!
+//! # Layout
+//! - [`Proxy::bind`] builds clusters and routes and binds every socket, so
+//!   that a port in use fails before anything serves.
+//! - [`Proxy::run`] serves until a shutdown signal, then drains: readiness
+//!   turns to 503, listeners stop accepting, HTTP/2 connections get GOAWAY
+//!   and in-flight requests get the configured grace period.
+
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use switchyard_admin::AdminState;
+use switchyard_config::{Config, Discovery, ListenerProtocol};
+use switchyard_stack::{
+    cluster::{Cluster, EndpointSpec},
+    drain,
+    error::ErrorKind,
+    proxy::HttpProxy,
+    route::Router,
+    server, tcp,
+};
+use switchyard_telemetry::Metrics;
+use tokio::{net::TcpListener, task::JoinSet};
+use tracing::{info, warn};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind listener {name} on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the admin listener on {addr}: {source}")]
+    BindAdmin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Route(#[from] switchyard_stack::route::UnknownCluster),
+    #[error("cluster {cluster}: {what} discovery is not available in this build")]
+    Discovery { cluster: String, what: &'static str },
+    #[error("listener {name}: {what}")]
+    Listener { name: String, what: String },
+}
+
+enum Bound {
+    Http {
+        listener: TcpListener,
+        proxy: Arc<HttpProxy>,
+        cfg: switchyard_config::HttpServerConfig,
+    },
+    Tcp {
+        listener: TcpListener,
+        cluster: Arc<Cluster>,
+        idle: Duration,
+    },
+}
+
+/// A proxy with every socket bound, ready to run.
+pub struct Proxy {
+    config: Arc<Config>,
+    admin: TcpListener,
+    state: Arc<AdminState>,
+    clusters: HashMap<String, Arc<Cluster>>,
+    listeners: Vec<(String, SocketAddr, Bound)>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("listeners", &self.listener_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds clusters and routes and binds the admin and every listener.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        Self::bind_with_metrics(config, Arc::new(Metrics::new())).await
+    }
+
+    pub async fn bind_with_metrics(
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartError> {
+        let config = Arc::new(config);
+        let mut clusters = HashMap::new();
+        for cc in &config.clusters {
+            let cluster = Arc::new(Cluster::new(cc, metrics.clone()));
+            match &cc.discovery {
+                Discovery::Static(eps) => cluster.update(
+                    &eps.iter()
+                        .map(|e| EndpointSpec {
+                            addr: e.address,
+                            weight: e.weight,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                Discovery::Registry { .. } => return Err(unsupported(cc, "registry")),
+                Discovery::Dns(_) => return Err(unsupported(cc, "dns")),
+                Discovery::Etcd { .. } => return Err(unsupported(cc, "etcd")),
+            }
+            clusters.insert(cc.name.clone(), cluster);
+        }
+        let error_kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        let mut listeners = Vec::new();
+        for lc in &config.listeners {
+            let bind_err = |source| StartError::Bind {
+                name: lc.name.clone(),
+                addr: lc.listen,
+                source,
+            };
+            let bound = match lc.protocol {
+                ListenerProtocol::Http => {
+                    let router = Router::new(&lc.name, &lc.routes, &clusters, &metrics)?;
+                    let proxy = HttpProxy::new(
+                        &lc.name,
+                        router,
+                        metrics.listener(&lc.name, &error_kinds),
+                        config.log.access_log,
+                    );
+                    Bound::Http {
+                        listener: server::bind(lc.listen).map_err(bind_err)?,
+                        proxy: Arc::new(proxy),
+                        cfg: lc.http.clone(),
+                    }
+                }
+                ListenerProtocol::Tcp => {
+                    let name = lc.cluster.as_deref().unwrap_or_default();
+                    let cluster =
+                        clusters
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| StartError::Listener {
+                                name: lc.name.clone(),
+                                what: format!("unknown cluster {name}"),
+                            })?;
+                    Bound::Tcp {
+                        listener: tcp::bind(lc.listen).map_err(bind_err)?,
+                        cluster,
+                        idle: lc.tcp_idle_timeout,
+                    }
+                }
+                ListenerProtocol::Udp => {
+                    return Err(StartError::Listener {
+                        name: lc.name.clone(),
+                        what: "udp listeners are not available in this build".to_owned(),
+                    });
+                }
+            };
+            let addr = match &bound {
+                Bound::Http { listener, .. } | Bound::Tcp { listener, .. } => {
+                    listener.local_addr().unwrap_or(lc.listen)
+                }
+            };
+            listeners.push((lc.name.clone(), addr, bound));
+        }
+        let admin = switchyard_admin::bind(config.admin.listen)
+            .await
+            .map_err(|source| StartError::BindAdmin {
+                addr: config.admin.listen,
+                source,
+            })?;
+        let state = Arc::new(AdminState::new(
+            config.clone(),
+            clusters.values().cloned().collect(),
+            metrics,
+        ));
+        Ok(Self {
+            config,
+            admin,
+            state,
+            clusters,
+            listeners,
+        })
+    }
+
+    /// Actual listener addresses (port 0 in the config becomes a real port).
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|(n, a, _)| (n.clone(), *a))
+            .collect()
+    }
+
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, a, _)| *a)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin.listen)
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters.get(name).cloned()
+    }
+
+    pub fn admin_state(&self) -> Arc<AdminState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the configured
+    /// grace period. Returns whether every connection finished in time.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> bool {
+        let grace = self.config.runtime.shutdown_grace;
+        let (signal, watch) = drain::channel();
+        let mut tasks = JoinSet::new();
+        for (name, addr, bound) in self.listeners {
+            let watch = watch.clone();
+            match bound {
+                Bound::Http {
+                    listener,
+                    proxy,
+                    cfg,
+                } => {
+                    info!(listener = %name, %addr, "serving http");
+                    tasks.spawn(server::serve_http(listener, proxy, cfg, watch));
+                }
+                Bound::Tcp {
+                    listener,
+                    cluster,
+                    idle,
+                } => {
+                    info!(listener = %name, %addr, cluster = cluster.name(), "serving tcp");
+                    tasks.spawn(tcp::serve_tcp(listener, cluster, idle, watch));
+                }
+            }
+        }
+        // Idle upstream connections are closed in the background so that they
+        // do not hold file descriptors when traffic stops.
+        for cluster in self.clusters.values() {
+            let cluster = cluster.clone();
+            let mut w = watch.clone();
+            tasks.spawn(async move {
+                let period = (cluster.idle_timeout() / 2).max(Duration::from_millis(100));
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => cluster.sweep(),
+                        _ = w.signaled() => return,
+                    }
+                }
+            });
+        }
+        drop(watch);
+        let state = self.state.clone();
+        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let admin_addr = self.admin.local_addr().ok();
+        let admin = tokio::spawn(switchyard_admin::serve(self.admin, state.clone(), async {
+            let _ = admin_stop_rx.await;
+        }));
+        info!(admin = ?admin_addr, "admin listening");
+        state.set_ready(true);
+
+        shutdown.await;
+        info!(grace = ?grace, "shutting down: draining connections");
+        state.set_ready(false);
+        let drained = tokio::time::timeout(grace, signal.drain()).await.is_ok();
+        if !drained {
+            warn!("grace period over with connections still open; closing them");
+        }
+        tasks.abort_all();
+        let _ = admin_stop_tx.send(());
+        let _ = admin.await;
+        drained
+    }
+}
+
+fn unsupported(cc: &switchyard_config::ClusterConfig, what: &'static str) -> StartError {
+    StartError::Discovery {
+        cluster: cc.name.clone(),
+        what,
+    }
+}

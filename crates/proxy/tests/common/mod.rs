@@ -1,0 +1,124 @@
+//! A proxy started from a TOML snippet, on loopback ports, for integration
+//! tests.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use switchyard_proxy::Proxy;
+use switchyard_stack::cluster::Cluster;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    addrs: Vec<(String, SocketAddr)>,
+    clusters: Vec<(String, Arc<Cluster>)>,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<bool>>,
+}
+
+impl TestProxy {
+    /// Starts a proxy from `toml`; `[admin]` is added on an ephemeral port
+    /// unless the snippet has one.
+    pub async fn start(toml: &str) -> TestProxy {
+        let mut text = String::new();
+        if !toml.contains("[admin]") {
+            text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n\n");
+        }
+        text.push_str(toml);
+        let config = switchyard_config::parse(&text, "test.toml")
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+        let cluster_names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
+        let proxy = Proxy::bind(config).await.expect("proxy binds");
+        let addrs = proxy.listener_addrs();
+        let admin = proxy.admin_addr();
+        let clusters = cluster_names
+            .into_iter()
+            .map(|n| {
+                let c = proxy.cluster(&n).expect("cluster exists");
+                (n, c)
+            })
+            .collect();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let join = tokio::spawn(proxy.run(async {
+            let _ = stopped.await;
+        }));
+        let state_ready = admin;
+        // Wait until the admin reports ready, so listeners are serving.
+        switchyard_test_support::eventually(Duration::from_secs(5), || async move {
+            matches!(
+                switchyard_test_support::client::send_http1(
+                    state_ready,
+                    switchyard_test_support::client::request(http::Method::GET, "/ready", bytes::Bytes::new()),
+                )
+                .await,
+                Ok(r) if r.status() == 200
+            )
+        })
+        .await;
+        TestProxy {
+            addr: addrs.first().map(|(_, a)| *a).unwrap_or(admin),
+            admin,
+            addrs,
+            clusters,
+            stop: Some(stop),
+            join: Some(join),
+        }
+    }
+
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name}"))
+    }
+
+    pub fn cluster(&self, name: &str) -> Arc<Cluster> {
+        self.clusters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("no cluster {name}"))
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and returns whether every connection drained in time.
+    pub async fn shutdown(mut self) -> bool {
+        self.begin_shutdown();
+        self.join
+            .take()
+            .expect("not yet joined")
+            .await
+            .expect("proxy task")
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+/// One `[[clusters]]` table with static endpoints.
+pub fn cluster(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
+    let list = addrs
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[[clusters]]\nname = \"{name}\"\ndiscovery = {{ static = [{list}] }}\n{extra}\n\n")
+}
+
+/// An `http` listener on an ephemeral port sending everything to `cluster`.
+pub fn listener(name: &str, cluster: &str, route_extra: &str) -> String {
+    format!(
+        "[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\n  [[listeners.routes]]\n  cluster = \"{cluster}\"\n{route_extra}\n\n"
+    )
+}

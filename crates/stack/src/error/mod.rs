@@ -1,0 +1,231 @@
+//! Typed, classified proxy errors.
+//!
+//! Every failure on the request path becomes a [`ProxyError`] whose
+//! [`ErrorKind`] says where it came from and whether the request may have
+//! reached the upstream. Retry and breaker decisions act on that class, never
+//! on an error's text; [`response`] turns an error into the one response the
+//! client sees.
+
+pub mod response;
+
+use std::{error::Error as StdError, fmt, net::SocketAddr};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What went wrong, at the granularity that policy and responses need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No route matched the request.
+    NoRoute,
+    /// The cluster has no endpoint to send to.
+    NoEndpoints,
+    /// The TCP connection to the upstream could not be made.
+    ConnectFailed,
+    /// The TCP connection to the upstream did not complete in time.
+    ConnectTimeout,
+    /// The upstream refused the stream before processing it (HTTP/2
+    /// `REFUSED_STREAM`, or `GOAWAY` with the stream above the last id).
+    RefusedStream,
+    /// The upstream connection closed or was reset mid-request.
+    UpstreamReset,
+    /// The upstream answered something that is not valid HTTP.
+    UpstreamProtocol,
+    /// The route's timeout elapsed before the upstream's response head.
+    Timeout,
+    /// The request's own deadline (e.g. `grpc-timeout`) had already passed.
+    DeadlineExpired,
+    /// A cluster limit was reached and the request was failed fast.
+    Overloaded,
+    /// The downstream request body failed while it was being forwarded.
+    DownstreamBody,
+    /// A bug or resource failure inside the proxy.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Stable snake_case name used in metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoEndpoints => "no_endpoints",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::RefusedStream => "refused_stream",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::UpstreamProtocol => "upstream_protocol",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::DeadlineExpired => "deadline_expired",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::DownstreamBody => "downstream_body",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// All kinds, for pre-registering metric series.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::NoRoute,
+        ErrorKind::NoEndpoints,
+        ErrorKind::ConnectFailed,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::RefusedStream,
+        ErrorKind::UpstreamReset,
+        ErrorKind::UpstreamProtocol,
+        ErrorKind::Timeout,
+        ErrorKind::DeadlineExpired,
+        ErrorKind::Overloaded,
+        ErrorKind::DownstreamBody,
+        ErrorKind::Internal,
+    ];
+
+    /// True when the request provably never reached the upstream, so that
+    /// sending it again cannot duplicate its effect, whatever its method.
+    pub fn not_sent(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::NoEndpoints
+                | ErrorKind::ConnectFailed
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::RefusedStream
+                | ErrorKind::Overloaded
+        )
+    }
+
+    /// Whether the failure says something about the endpoint's health (as
+    /// opposed to the client, the route or the proxy itself).
+    pub fn blames_endpoint(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectFailed
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::UpstreamReset
+                | ErrorKind::UpstreamProtocol
+                | ErrorKind::Timeout
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ErrorKind::NoRoute => "no route matched the request",
+            ErrorKind::NoEndpoints => "no healthy endpoint available",
+            ErrorKind::ConnectFailed => "upstream connect failed",
+            ErrorKind::ConnectTimeout => "upstream connect timed out",
+            ErrorKind::RefusedStream => "upstream refused the stream",
+            ErrorKind::UpstreamReset => "upstream connection reset",
+            ErrorKind::UpstreamProtocol => "upstream sent an invalid response",
+            ErrorKind::Timeout => "upstream request timed out",
+            ErrorKind::DeadlineExpired => "request deadline expired",
+            ErrorKind::Overloaded => "cluster overloaded",
+            ErrorKind::DownstreamBody => "request body failed",
+            ErrorKind::Internal => "internal proxy error",
+        };
+        f.write_str(text)
+    }
+}
+
+/// A failure on the request path with its class, the endpoint involved (if
+/// any) and the underlying cause.
+#[derive(Debug)]
+pub struct ProxyError {
+    kind: ErrorKind,
+    endpoint: Option<SocketAddr>,
+    source: Option<BoxError>,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            endpoint: None,
+            source: None,
+        }
+    }
+
+    pub fn with_source(kind: ErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            endpoint: None,
+            source: Some(source.into()),
+        }
+    }
+
+    #[must_use]
+    pub fn at(mut self, endpoint: SocketAddr) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint
+    }
+
+    /// Classifies an error from hyper's client side.
+    pub fn from_upstream(err: hyper::Error) -> Self {
+        let kind = classify_hyper(&err);
+        Self::with_source(kind, err)
+    }
+}
+
+fn classify_hyper(err: &hyper::Error) -> ErrorKind {
+    if let Some(h2) = find_source::<h2::Error>(err) {
+        if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return ErrorKind::RefusedStream;
+        }
+        if h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR) {
+            // A graceful GOAWAY that did not include our stream: the server
+            // promises it did not process it.
+            return ErrorKind::RefusedStream;
+        }
+        if h2.is_go_away() || h2.is_reset() || h2.is_io() {
+            return ErrorKind::UpstreamReset;
+        }
+        return ErrorKind::UpstreamProtocol;
+    }
+    if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+        ErrorKind::UpstreamProtocol
+    } else if err.is_timeout() {
+        ErrorKind::Timeout
+    } else if err.is_body_write_aborted() {
+        ErrorKind::DownstreamBody
+    } else {
+        // Closed, canceled, incomplete message and raw I/O errors all mean the
+        // connection went away under the request.
+        ErrorKind::UpstreamReset
+    }
+}
+
+/// Walks the cause chain looking for an error of type `E`.
+pub fn find_source<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)?;
+        if let Some(ep) = self.endpoint {
+            write!(f, " ({ep})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for ProxyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}

@@ -1,0 +1,166 @@
+//! Header handling between the downstream and upstream hops (RFC 9110 §7.6).
+
+use std::net::IpAddr;
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue,
+    header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE},
+};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: the fixed set plus every header the
+/// `Connection` header names. With `keep_upgrade`, `Connection: upgrade` and
+/// `Upgrade` survive so that a protocol upgrade can be tunnelled.
+/// `TE: trailers` is kept: gRPC over HTTP/2 requires it end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = headers.get(CONNECTION).cloned() {
+        if let Ok(list) = conn.to_str() {
+            for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
+        if keep_upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        } else {
+            headers.remove(CONNECTION);
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    if !keep_upgrade {
+        headers.remove(UPGRADE);
+    }
+    if let Some(te) = headers.get(TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(TE);
+        }
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` to the scheme the client used.
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
+    let ip = client.to_string();
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&v)
+        }
+        None => HeaderValue::from_str(&ip),
+    };
+    // An IP address and a previously valid header value joined by ", " are
+    // always a valid header value.
+    if let Ok(value) = value {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+}
+
+/// Keeps a caller's `X-Request-Id` or generates one, so that a request can be
+/// followed through every hop's logs. Returns the id.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        return id.clone();
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// A random 128-bit id in UUID v4 text form.
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Set the version (4) and variant (10xx) bits of a v4 UUID.
+    let bits = (fastrand::u128(..) & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut n = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[n] = b'-';
+            n += 1;
+        }
+        let nibble = (bits >> (124 - 4 * i)) & 0xf;
+        out[n] = HEX[nibble as usize];
+        n += 1;
+    }
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
+}
+
+/// True when a request asks for a protocol upgrade (e.g. WebSocket).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_fixed_and_connection_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_upgrade_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[TE], "trailers");
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn appends_forwarded_for() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated_uuid_v4() {
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_ne!(new_request_id(), id);
+        let again = ensure_request_id(&mut h);
+        assert_eq!(again, id);
+    }
+}

@@ -1,0 +1,141 @@
+//! Routing: the first route whose match holds picks the destination and the
+//! policy for a request.
+
+mod matcher;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use http::Request;
+use switchyard_config::{Destination, RouteConfig};
+use switchyard_telemetry::{Metrics, RouteMetrics};
+
+pub use matcher::{Matcher, request_host};
+
+use crate::cluster::Cluster;
+
+/// The ordered routes of one HTTP listener.
+#[derive(Debug)]
+pub struct Router {
+    routes: Box<[Route]>,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    name: Arc<str>,
+    matcher: Matcher,
+    destination: Target,
+    timeout: Duration,
+    metrics: RouteMetrics,
+}
+
+#[derive(Debug)]
+enum Target {
+    One(Arc<Cluster>),
+    /// Cumulative weights, for a binary search on a random draw.
+    Split {
+        clusters: Box<[(u64, Arc<Cluster>)]>,
+        total: u64,
+    },
+}
+
+/// A route names a cluster the configuration does not define.
+#[derive(Debug, thiserror::Error)]
+#[error("route {route} names unknown cluster {cluster}")]
+pub struct UnknownCluster {
+    pub route: String,
+    pub cluster: String,
+}
+
+impl Router {
+    /// Compiles validated route configs; `clusters` are all clusters by name.
+    pub fn new(
+        listener: &str,
+        routes: &[RouteConfig],
+        clusters: &HashMap<String, Arc<Cluster>>,
+        metrics: &Metrics,
+    ) -> Result<Self, UnknownCluster> {
+        let lookup = |route: &RouteConfig, name: &str| {
+            clusters.get(name).cloned().ok_or_else(|| UnknownCluster {
+                route: route.name.clone(),
+                cluster: name.to_owned(),
+            })
+        };
+        let routes = routes
+            .iter()
+            .map(|rc| {
+                let destination = match &rc.destination {
+                    Destination::Cluster(name) => Target::One(lookup(rc, name)?),
+                    Destination::Split(split) => {
+                        let mut total = 0u64;
+                        let mut clusters = Vec::with_capacity(split.len());
+                        for wc in split.iter().filter(|wc| wc.weight > 0) {
+                            total += u64::from(wc.weight);
+                            clusters.push((total, lookup(rc, &wc.cluster)?));
+                        }
+                        Target::Split {
+                            clusters: clusters.into_boxed_slice(),
+                            total,
+                        }
+                    }
+                };
+                Ok(Route {
+                    name: Arc::from(rc.name.as_str()),
+                    matcher: Matcher::new(&rc.matcher),
+                    destination,
+                    timeout: rc.timeout,
+                    metrics: metrics.route(listener, &rc.name),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            routes: routes.into_boxed_slice(),
+        })
+    }
+
+    /// The first route that matches, if any.
+    pub fn route<B>(&self, req: &Request<B>) -> Option<&Route> {
+        let host = request_host(req);
+        self.routes.iter().find(|r| r.matcher.matches(req, host))
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+impl Route {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn metrics(&self) -> &RouteMetrics {
+        &self.metrics
+    }
+
+    /// The cluster for this request: the only one, or a weighted draw.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        match &self.destination {
+            Target::One(c) => c,
+            Target::Split { clusters, total } => {
+                let draw = fastrand::u64(0..*total);
+                let i = clusters.partition_point(|(cum, _)| *cum <= draw);
+                // `draw < total` and the last cumulative weight is `total`,
+                // so the partition point is always a valid index.
+                &clusters[i].1
+            }
+        }
+    }
+
+    /// The names of the clusters this route can send to.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        match &self.destination {
+            Target::One(c) => vec![c.name()],
+            Target::Split { clusters, .. } => clusters.iter().map(|(_, c)| c.name()).collect(),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Serving one downstream connection.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{net::TcpStream, time::Instant};
+use tracing::debug;
+
+use crate::{
+    drain,
+    proxy::{ConnInfo, HttpProxy},
+};
+
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub max_age: Option<Duration>,
+    pub idle_timeout: Duration,
+}
+
+pub(super) struct Conn {
+    pub proxy: Arc<HttpProxy>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub settings: Arc<Settings>,
+    pub watch: drain::Watch,
+}
+
+/// Request activity on one connection, for the idle timeout. A request
+/// counts as active until its response head is sent; a long response body
+/// after that may be seen as idle, which is harmless because closing is
+/// graceful (HTTP/2 streams in progress finish after GOAWAY, and HTTP/1.1
+/// completes the response before closing).
+#[derive(Debug)]
+struct Activity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When the connection becomes idle if nothing happens meanwhile, or
+    /// `None` while requests are in flight.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.epoch + last + idle)
+    }
+}
+
+impl Conn {
+    pub async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+        let metrics = self.proxy.metrics().clone();
+        metrics.connections_total.inc();
+        metrics.connections_active.inc();
+        let info = ConnInfo {
+            peer,
+            proto: "http",
+        };
+        let activity = Arc::new(Activity {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+        });
+        let proxy = self.proxy.clone();
+        let act = activity.clone();
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let proxy = proxy.clone();
+            let act = act.clone();
+            act.in_flight.fetch_add(1, Ordering::AcqRel);
+            async move {
+                let resp = proxy.handle(req, info).await;
+                act.last_ms.store(act.now_ms(), Ordering::Relaxed);
+                act.in_flight.fetch_sub(1, Ordering::AcqRel);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::pin!(conn);
+        let age = tokio::time::sleep(self.settings.max_age.unwrap_or(FAR_FUTURE));
+        tokio::pin!(age);
+        let idle_timeout = self.settings.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(%peer, error = %e, "downstream connection error");
+                    }
+                    break;
+                }
+                _ = self.watch.signaled(), if !closing => {
+                    // HTTP/2: GOAWAY; HTTP/1.1: close after the response in
+                    // flight, or at once when idle.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut age, if !closing && self.settings.max_age.is_some() => {
+                    // Old connections go away so that clients reconnect and
+                    // spread over endpoints added since.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut idle, if !closing => {
+                    match activity.idle_deadline(idle_timeout) {
+                        Some(deadline) if deadline <= Instant::now() => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Some(deadline) => idle.as_mut().reset(deadline),
+                        None => idle.as_mut().reset(Instant::now() + idle_timeout),
+                    }
+                }
+            }
+        }
+        metrics.connections_active.dec();
+    }
+}
+
+/// Stands in for "never" in timers that are disabled.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);

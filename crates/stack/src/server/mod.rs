@@ -1,0 +1,107 @@
+//! Downstream HTTP: accepting connections and serving HTTP/1.1 and h2c on one
+//! port, with limits, timeouts and graceful shutdown.
+
+mod conn;
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+};
+use switchyard_config::HttpServerConfig;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tracing::{debug, warn};
+
+use crate::{drain, proxy::HttpProxy};
+
+/// Binds a listening socket with `SO_REUSEADDR` (restarts do not wait for
+/// TIME_WAIT) and a deep accept backlog for connection bursts.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Builds the hyper server settings for a listener.
+fn builder(cfg: &HttpServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // hyper also applies this timer between keep-alive requests, so it
+        // bounds both a trickling request head and an idle HTTP/1.1
+        // connection.
+        .header_read_timeout(cfg.header_read_timeout)
+        // The read buffer bounds the request head; hyper answers 431 when a
+        // head does not fit. hyper requires at least 8 KiB.
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .adaptive_window(true)
+        // Pings find clients that vanished without closing the connection.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    b
+}
+
+/// Accepts and serves connections until `watch` signals draining; every
+/// connection then finishes its in-flight requests (HTTP/2 gets GOAWAY,
+/// HTTP/1.1 closes after the current response).
+pub async fn serve_http(
+    listener: TcpListener,
+    proxy: Arc<HttpProxy>,
+    cfg: HttpServerConfig,
+    mut watch: drain::Watch,
+) {
+    let builder = Arc::new(builder(&cfg));
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let settings = Arc::new(conn::Settings {
+        max_age: cfg.max_connection_age,
+        idle_timeout: cfg.idle_timeout,
+    });
+    loop {
+        // Waiting for a permit before accepting pushes back on clients via
+        // the kernel backlog instead of growing memory without bound.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // the semaphore is never closed
+            },
+            _ = watch.signaled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = watch.signaled() => return,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+        let conn = conn::Conn {
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+            settings: settings.clone(),
+            watch: watch.clone(),
+        };
+        tokio::spawn(async move {
+            conn.serve(stream, peer).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! The L4 TCP proxy: each accepted connection is spliced to one endpoint of
+//! a cluster. No protocol sniffing: server-speaks-first protocols (MySQL,
+//! SMTP, Redis replicas) work without delay.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use switchyard_balance::Target;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+use tracing::{debug, warn};
+
+use crate::{cluster::Cluster, drain, error::ProxyError, upstream::connect};
+
+/// Endpoints tried per connection: a connect failure never reached the
+/// upstream, so trying another endpoint is always safe.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Accepts and proxies connections until `watch` signals draining; open
+/// connections then continue until they close or `watch`'s owner stops
+/// waiting.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    idle_timeout: Duration,
+    mut watch: drain::Watch,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = watch.signaled() => return,
+        };
+        let cluster = cluster.clone();
+        let watch = watch.clone();
+        tokio::spawn(async move {
+            if let Err(e) = proxy_connection(stream, peer, &cluster, idle_timeout, watch).await {
+                debug!(%peer, cluster = cluster.name(), error = %e, "tcp proxy failed");
+            }
+        });
+    }
+}
+
+async fn proxy_connection(
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+    cluster: &Cluster,
+    idle_timeout: Duration,
+    mut watch: drain::Watch,
+) -> Result<(), ProxyError> {
+    let _ = downstream.set_nodelay(true);
+    let mut tried = Vec::with_capacity(CONNECT_ATTEMPTS);
+    let (endpoint, upstream) = loop {
+        let endpoint = cluster.pick(None, &tried)?;
+        match connect(endpoint.addr(), cluster.connect_timeout()).await {
+            Ok(s) => break (endpoint, s),
+            Err(e) if tried.len() + 1 < CONNECT_ATTEMPTS => {
+                debug!(%peer, endpoint = %endpoint.addr(), error = %e, "tcp connect failed, trying another endpoint");
+                tried.push(endpoint.addr());
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    // For TCP, "least request" balances open connections.
+    let _in_flight = endpoint.load().start();
+    let activity = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    let mut down = Tracked::new(&mut downstream, activity.clone(), epoch);
+    let mut up_stream = upstream;
+    let mut up = Tracked::new(&mut up_stream, activity.clone(), epoch);
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            res = &mut copy => {
+                if let Err(e) = res {
+                    debug!(%peer, error = %e, "tcp connection ended with an error");
+                }
+                return Ok(());
+            }
+            _ = &mut idle => {
+                let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
+                if last + idle_timeout <= Instant::now() {
+                    debug!(%peer, "tcp connection idle, closing");
+                    return Ok(());
+                }
+                idle.as_mut().reset(last + idle_timeout);
+            }
+            // Draining leaves open TCP connections alone: the proxy cannot
+            // know when a byte stream is at a safe point. The process owner
+            // bounds the wait with the shutdown grace period.
+            _ = watch.signaled(), if !watch.is_signaled() => {}
+        }
+    }
+}
+
+/// Records the time of the last byte moved in either direction.
+struct Tracked<'a> {
+    io: &'a mut TcpStream,
+    last_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<'a> Tracked<'a> {
+    fn new(io: &'a mut TcpStream, last_ms: Arc<AtomicU64>, epoch: Instant) -> Self {
+        Self { io, last_ms, epoch }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut *self.io).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+}
+
+/// Binds a TCP listener like the HTTP one.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    crate::server::bind(addr)
+}

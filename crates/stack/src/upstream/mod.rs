@@ -1,0 +1,14 @@
+//! Upstream connections: connecting, pooling and sending requests.
+//!
+//! One [`Pool`] per endpoint. HTTP/1.1 keeps a stack of idle keep-alive
+//! connections; HTTP/2 multiplexes every request over one shared connection.
+//! A request that fails on a reused connection before any byte of it was
+//! written is sent again on another connection, which removes the classic
+//! keep-alive race (the upstream closes an idle connection just as the proxy
+//! reuses it).
+
+mod connect;
+mod pool;
+
+pub use connect::connect;
+pub use pool::{Pool, PoolSettings, ResponseGuard};

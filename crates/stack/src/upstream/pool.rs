@@ -1,0 +1,341 @@
+//! Per-endpoint connection pools for HTTP/1.1 and HTTP/2.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use http::{Request, Response};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use switchyard_balance::InFlight;
+use switchyard_config::UpstreamProtocol;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::connect;
+use crate::{body::Body, error::ProxyError};
+
+/// How a cluster talks to its endpoints.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+/// The connections to one endpoint.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    settings: Arc<PoolSettings>,
+    /// HTTP/1.1 keep-alive connections with no request on them, oldest first.
+    /// A plain mutex: it is held for a push or a pop, never across an await.
+    idle: Mutex<VecDeque<Idle>>,
+    /// The shared HTTP/2 connection, once established.
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Serialises HTTP/2 connection attempts so that a burst of requests
+    /// opens one connection rather than one each.
+    h2_connecting: tokio::sync::Mutex<()>,
+    /// Connections currently open to this endpoint.
+    open: Arc<AtomicUsize>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("addr", &self.inner.addr)
+            .field("open", &self.open_connections())
+            .field("idle", &self.idle_connections())
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, settings: Arc<PoolSettings>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                addr,
+                settings,
+                idle: Mutex::new(VecDeque::new()),
+                h2: Mutex::new(None),
+                h2_connecting: tokio::sync::Mutex::new(()),
+                open: Arc::new(AtomicUsize::new(0)),
+            }),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.inner.open.load(Ordering::Relaxed)
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.inner.lock_idle().len()
+    }
+
+    /// Sends a request and returns the response head; the returned checkin
+    /// puts an HTTP/1.1 connection back in the pool once its response body is
+    /// complete.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        let res = match self.inner.settings.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(req).await,
+            UpstreamProtocol::Http2 => self.send_h2(req).await.map(|r| (r, None)),
+        };
+        res.map_err(|e| e.at(self.inner.addr))
+    }
+
+    async fn send_h1(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        // Try idle connections first; each one is tried at most once, so the
+        // loop ends when the idle stack is exhausted.
+        while let Some(mut tx) = self.inner.take_idle() {
+            if !tx.is_ready() && tx.ready().await.is_err() {
+                continue; // closed while idle
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(self.checkin(tx)))),
+                Err(mut e) => match e.take_message() {
+                    // Not a byte was written: the connection was stale, and
+                    // the request is intact for another one.
+                    Some(r) => req = r,
+                    None => return Err(ProxyError::from_upstream(e.into_error())),
+                },
+            }
+        }
+        let mut tx = self.connect_h1().await?;
+        match tx.send_request(req).await {
+            Ok(resp) => Ok((resp, Some(self.checkin(tx)))),
+            Err(e) => Err(ProxyError::from_upstream(e)),
+        }
+    }
+
+    async fn send_h2(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        let mut tx = self.h2_connection().await?;
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    // The shared connection closed before taking the
+                    // request: forget it and use a fresh one, once.
+                    self.inner.forget_h2(&tx);
+                    let mut tx = self.h2_connection().await?;
+                    tx.send_request(req)
+                        .await
+                        .map_err(ProxyError::from_upstream)
+                }
+                None => Err(ProxyError::from_upstream(e.into_error())),
+            },
+        }
+    }
+
+    /// Opens a dedicated HTTP/1.1 connection that supports protocol upgrades
+    /// (WebSocket); it is never pooled.
+    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        let addr = self.inner.addr;
+        let stream = connect(addr, self.inner.settings.connect_timeout).await?;
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::from_upstream(e).at(addr))?;
+        let open = self.inner.open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(%addr, error = %e, "upstream upgrade connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        tx.send_request(req)
+            .await
+            .map_err(|e| ProxyError::from_upstream(e).at(addr))
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+        let addr = self.inner.addr;
+        let stream = connect(addr, self.inner.settings.connect_timeout).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::from_upstream)?;
+        let open = self.inner.open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "upstream connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(tx)
+    }
+
+    async fn h2_connection(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+        if let Some(tx) = self.inner.current_h2() {
+            return Ok(tx);
+        }
+        let _connecting = self.inner.h2_connecting.lock().await;
+        // Another request may have connected while this one waited.
+        if let Some(tx) = self.inner.current_h2() {
+            return Ok(tx);
+        }
+        let addr = self.inner.addr;
+        let stream = connect(addr, self.inner.settings.connect_timeout).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Grow windows with the bandwidth-delay product so that large
+            // gRPC messages are not throttled by the 64 KiB default.
+            .adaptive_window(true)
+            // Detect upstreams that vanished without closing the socket.
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::from_upstream)?;
+        let open = self.inner.open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "upstream h2 connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        *self.inner.lock_h2() = Some(tx.clone());
+        Ok(tx)
+    }
+
+    fn checkin(&self, tx: http1::SendRequest<Body>) -> Checkin {
+        Checkin {
+            pool: self.inner.clone(),
+            tx,
+        }
+    }
+
+    /// Closes idle connections older than the idle timeout; called
+    /// periodically so that unused connections do not hold file descriptors.
+    pub fn sweep(&self) {
+        let timeout = self.inner.settings.idle_timeout;
+        let now = Instant::now();
+        self.inner
+            .lock_idle()
+            .retain(|i| now.duration_since(i.since) < timeout && !i.tx.is_closed());
+    }
+}
+
+impl Inner {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // The lock guards plain data and no code panics while holding it, so
+        // a poisoned lock still holds a consistent queue.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_h2(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<Body>>> {
+        self.h2.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pops the most recently used idle connection: it is the warmest and the
+    /// furthest from the upstream's idle timeout. Expired ones are dropped.
+    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let timeout = self.settings.idle_timeout;
+        let now = Instant::now();
+        let mut idle = self.lock_idle();
+        while let Some(i) = idle.pop_back() {
+            if now.duration_since(i.since) < timeout && !i.tx.is_closed() {
+                return Some(i.tx);
+            }
+        }
+        None
+    }
+
+    fn current_h2(&self) -> Option<http2::SendRequest<Body>> {
+        let guard = self.lock_h2();
+        guard.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    fn forget_h2(&self, _stale: &http2::SendRequest<Body>) {
+        let mut guard = self.lock_h2();
+        if guard.as_ref().is_some_and(|tx| tx.is_closed()) {
+            *guard = None;
+        }
+    }
+}
+
+/// An HTTP/1.1 connection lent to one request; goes back to the pool when the
+/// response body is complete.
+pub struct Checkin {
+    pool: Arc<Inner>,
+    tx: http1::SendRequest<Body>,
+}
+
+impl Checkin {
+    fn put_back(self) {
+        if self.tx.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.lock_idle();
+        if idle.len() < self.pool.settings.max_idle {
+            idle.push_back(Idle {
+                tx: self.tx,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkin")
+            .field("addr", &self.pool.addr)
+            .finish()
+    }
+}
+
+/// Lives as long as an upstream response body: ends the endpoint's in-flight
+/// count and, on a complete body, returns the connection to its pool.
+#[derive(Debug)]
+pub struct ResponseGuard {
+    checkin: Option<Checkin>,
+    _in_flight: InFlight,
+}
+
+impl ResponseGuard {
+    pub(crate) fn new(checkin: Option<Checkin>, in_flight: InFlight) -> Self {
+        Self {
+            checkin,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// The body was read to its end: the connection can serve again.
+    pub(crate) fn complete(mut self) {
+        if let Some(c) = self.checkin.take() {
+            c.put_back();
+        }
+    }
+}

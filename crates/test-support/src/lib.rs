@@ -1,0 +1,34 @@
+//! Test support for Switchyard: real servers and clients that the proxy's
+//! integration tests (and `switchyard demo`) run against.
+//!
+//! Everything here talks over real loopback sockets; nothing is mocked at the
+//! HTTP layer, so what a test observes is what a real peer would.
+//!
+//! # Layout
+//! - [`ports`]: free loopback ports and addresses.
+//! - [`client`]: minimal one-shot HTTP/1.1 and h2c clients for assertions.
+//! - [`eventually`]: polling waits ([`eventually()`], [`wait_for`],
+//!   [`assert_eventually!`]) so tests never sleep a fixed time.
+//! - [`backend`]: an HTTP/1.1 + h2c backend whose behaviour (status, delay,
+//!   failure ratio, garbage, dropped connections, hangs, stop/restart) is
+//!   switched at runtime, recording every request it receives.
+//! - [`grpc`]: the `switchyard.test.v1.Echo` tonic service (unary, client-,
+//!   server- and bidi-streaming), a server launcher and a client helper.
+//! - [`python`]: the same Echo service and a conformance client in Python
+//!   `grpcio`, a third-party gRPC implementation, run from a private venv.
+//! - [`process`]: [`ChildGuard`], which kills a spawned child on drop.
+
+pub mod backend;
+pub mod client;
+pub mod eventually;
+pub mod grpc;
+pub mod ports;
+pub mod process;
+pub mod python;
+
+pub use backend::{Backend, BackendConfig, BackendHandle, Mode, RecordedRequest};
+pub use eventually::{eventually, wait_for};
+pub use grpc::GrpcBackend;
+pub use ports::{free_addr, free_port};
+pub use process::ChildGuard;
+pub use python::{PyGrpcServer, python_venv, run_py_grpc_client};
