@@ -1,0 +1,101 @@
+//! TCP listeners and HTTP/1.1 upgrades (WebSocket) tunnelled as bytes.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{TestProxy, cluster, listener};
+use switchyard_test_support::{Backend, BackendConfig, free_addr};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A TCP server that speaks first (like SMTP or MySQL), then echoes.
+async fn greeting_echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                s.write_all(b"220 hello\r\n").await.unwrap();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tcp_listener_proxies_server_first_protocols_and_skips_dead_endpoints() {
+    let echo = greeting_echo_server().await;
+    let dead = free_addr();
+    let toml = format!(
+        "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"echo\"\n\n{}",
+        cluster("echo", &[dead, echo], "balance = \"round-robin\"")
+    );
+    let p = TestProxy::start(&toml).await;
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(p.listener("raw")).await.unwrap();
+        // The server's greeting arrives without the client sending anything:
+        // the proxy does not wait to sniff a protocol.
+        let mut greet = [0u8; 11];
+        tokio::time::timeout(std::time::Duration::from_secs(2), s.read_exact(&mut greet))
+            .await
+            .expect("greeting arrives promptly")
+            .unwrap();
+        assert_eq!(&greet, b"220 hello\r\n");
+        let payload = vec![7u8; 256 * 1024];
+        let (mut rd, mut wr) = s.into_split();
+        let send = payload.clone();
+        let writer = tokio::spawn(async move { wr.write_all(&send).await.unwrap() });
+        let mut back = vec![0u8; payload.len()];
+        rd.read_exact(&mut back).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(back, payload);
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let b = Backend::start(BackendConfig::new("ws")).await;
+    let p =
+        TestProxy::start(&(listener("public", "api", "") + &cluster("api", &[b.addr()], ""))).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [&b"ping"[..], b"second frame", &[0u8, 1, 2, 255]] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+}
