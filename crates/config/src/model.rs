@@ -46,6 +46,7 @@ pub struct RuntimeConfig {
     /// Default 20s: time in-flight requests get to finish after SIGTERM. It
     /// stays below Kubernetes' default termination grace period (30s) so that
     /// the proxy exits on its own before it is killed.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub shutdown_grace: Duration,
 }
 
@@ -104,10 +105,12 @@ pub struct ListenerConfig {
     /// TCP listeners: idle timeout of a proxied connection.
     /// Default 1h: long-lived connections (databases, caches) are the norm for
     /// TCP; the limit only reclaims connections whose peers vanished silently.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub tcp_idle_timeout: Duration,
     /// UDP listeners: how long a client's flow stays mapped without traffic.
     /// Default 60s: longer than common DNS/QUIC retry intervals, short enough
     /// to bound the flow table.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub udp_session_timeout: Duration,
 }
 
@@ -129,14 +132,17 @@ pub struct HttpServerConfig {
     /// Default 10s: a client must send its whole request head within this time
     /// (slowloris defence). Generous for mobile clients, short enough that a
     /// trickling client cannot hold a connection for long.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub header_read_timeout: Duration,
     /// Default 60s: a keep-alive connection with no request in flight is closed
     /// after this. Longer than typical client pools keep idle connections
     /// (Go: 90s idle in the pool but clients retry), short enough to bound fds.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub idle_timeout: Duration,
     /// Default `None`: when set, connections older than this are asked to go
     /// away (HTTP/2 GOAWAY, `Connection: close` on HTTP/1.1) so that clients
     /// reconnect and rebalance after a scale-out.
+    #[serde(serialize_with = "crate::duration::serialize_opt")]
     pub max_connection_age: Option<Duration>,
     /// Default 100: concurrent HTTP/2 streams per downstream connection, the
     /// value the HTTP/2 RFC recommends as a minimum and most servers use.
@@ -170,6 +176,7 @@ pub struct RouteConfig {
     /// Default 15s (Envoy's route default): bounds the time from the request
     /// to the upstream's response head, all attempts included. Bodies then
     /// stream without a total limit so long gRPC streams keep working.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub timeout: Duration,
     /// Default `None`: no retries unless the route asks for them.
     pub retry: Option<RetryPolicy>,
@@ -219,13 +226,16 @@ pub struct RetryPolicy {
     /// two retries mask one bad endpoint without multiplying load much.
     pub attempts: u32,
     /// Default `None`: each attempt may use what is left of the route timeout.
+    #[serde(serialize_with = "crate::duration::serialize_opt")]
     pub per_try_timeout: Option<Duration>,
     /// Default `[connect-failure, refused-stream, reset, unavailable]`.
     pub on: Vec<RetryOn>,
     /// Additional HTTP status codes that are retried.
     pub status_codes: Vec<u16>,
     /// Default 25ms base / 250ms cap, full jitter (gRPC and Envoy use 25ms base).
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub backoff_base: Duration,
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub backoff_max: Duration,
     /// Default `false`: only idempotent methods (RFC 9110) are retried on
     /// failures that may have reached the upstream.
@@ -294,7 +304,7 @@ pub struct HedgePolicy {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HedgeDelay {
-    Fixed(Duration),
+    Fixed(#[serde(serialize_with = "crate::duration::serialize")] Duration),
     /// A percentile (e.g. 95.0) of the cluster's recent latency.
     Percentile(f64),
 }
@@ -314,10 +324,12 @@ pub struct ClusterConfig {
     pub protocol: UpstreamProtocol,
     /// Default 1s: within a data centre a connect that takes longer means the
     /// host is gone; failing fast lets a retry pick another endpoint.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub connect_timeout: Duration,
     /// Default 4s: idle pooled connections are closed before common upstream
     /// keep-alive timeouts (Node.js: 5s), so the proxy never reuses a
     /// connection the upstream is closing (Envoy's intermittent-503 problem).
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub idle_timeout: Duration,
     /// Default 1024: idle connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
@@ -394,6 +406,7 @@ pub struct RetryBudget {
     /// clusters can still retry.
     pub min_per_second: u32,
     /// Default 10s: the window over which requests are counted.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub ttl: Duration,
 }
 
@@ -439,10 +452,13 @@ pub struct OutlierPolicy {
     /// Default `None`: when set, a failure ratio over `window` that ejects.
     pub failure_rate: Option<f64>,
     /// Default 10s: the window for `failure_rate`.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub window: Duration,
     /// Default 10s: first ejection; doubles with each ejection in a row.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub base_ejection: Duration,
     /// Default 5m: the longest ejection.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub max_ejection: Duration,
     /// Default 50: never eject more than this percentage of the cluster.
     pub max_ejection_percent: u32,
@@ -467,8 +483,10 @@ impl Default for OutlierPolicy {
 pub struct HealthCheck {
     pub kind: HealthCheckKind,
     /// Default 2s, HAProxy's `inter`.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub interval: Duration,
     /// Default 500ms.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub timeout: Duration,
     /// Default 2 (HAProxy `rise`).
     pub healthy: u32,

@@ -18,7 +18,7 @@ use switchyard_stack::{
     error::ErrorKind,
     proxy::HttpProxy,
     route::Router,
-    server, tcp,
+    server, tcp, udp,
 };
 use switchyard_telemetry::Metrics;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -56,6 +56,11 @@ enum Bound {
         listener: TcpListener,
         cluster: Arc<Cluster>,
         idle: Duration,
+    },
+    Udp {
+        socket: tokio::net::UdpSocket,
+        cluster: Arc<Cluster>,
+        session_timeout: Duration,
     },
 }
 
@@ -128,7 +133,7 @@ impl Proxy {
                         cfg: lc.http.clone(),
                     }
                 }
-                ListenerProtocol::Tcp => {
+                ListenerProtocol::Tcp | ListenerProtocol::Udp => {
                     let name = lc.cluster.as_deref().unwrap_or_default();
                     let cluster =
                         clusters
@@ -138,23 +143,26 @@ impl Proxy {
                                 name: lc.name.clone(),
                                 what: format!("unknown cluster {name}"),
                             })?;
-                    Bound::Tcp {
-                        listener: tcp::bind(lc.listen).map_err(bind_err)?,
-                        cluster,
-                        idle: lc.tcp_idle_timeout,
+                    if lc.protocol == ListenerProtocol::Tcp {
+                        Bound::Tcp {
+                            listener: tcp::bind(lc.listen).map_err(bind_err)?,
+                            cluster,
+                            idle: lc.tcp_idle_timeout,
+                        }
+                    } else {
+                        Bound::Udp {
+                            socket: udp::bind(lc.listen).await.map_err(bind_err)?,
+                            cluster,
+                            session_timeout: lc.udp_session_timeout,
+                        }
                     }
-                }
-                ListenerProtocol::Udp => {
-                    return Err(StartError::Listener {
-                        name: lc.name.clone(),
-                        what: "udp listeners are not available in this build".to_owned(),
-                    });
                 }
             };
             let addr = match &bound {
                 Bound::Http { listener, .. } | Bound::Tcp { listener, .. } => {
                     listener.local_addr().unwrap_or(lc.listen)
                 }
+                Bound::Udp { socket, .. } => socket.local_addr().unwrap_or(lc.listen),
             };
             listeners.push((lc.name.clone(), addr, bound));
         }
@@ -229,6 +237,14 @@ impl Proxy {
                 } => {
                     info!(listener = %name, %addr, cluster = cluster.name(), "serving tcp");
                     tasks.spawn(tcp::serve_tcp(listener, cluster, idle, watch));
+                }
+                Bound::Udp {
+                    socket,
+                    cluster,
+                    session_timeout,
+                } => {
+                    info!(listener = %name, %addr, cluster = cluster.name(), "serving udp");
+                    tasks.spawn(udp::serve_udp(socket, cluster, session_timeout, watch));
                 }
             }
         }

@@ -99,3 +99,54 @@ async fn websocket_upgrade_is_tunnelled() {
         assert_eq!(back, msg);
     }
 }
+
+#[tokio::test]
+async fn udp_flows_are_relayed_and_pinned() {
+    // Two UDP echo servers that prefix their replies with their name.
+    let mut servers = Vec::new();
+    for name in ["u1", "u2"] {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        servers.push(s.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                    return;
+                };
+                let mut reply = name.as_bytes().to_vec();
+                reply.push(b':');
+                reply.extend_from_slice(&buf[..n]);
+                let _ = s.send_to(&reply, from).await;
+            }
+        });
+    }
+    let toml = format!(
+        "[[listeners]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\ncluster = \"echo\"\n\n{}",
+        cluster("echo", &servers, "balance = \"round-robin\"")
+    );
+    let p = TestProxy::start(&toml).await;
+    let target = p.listener("dns");
+    let mut seen = std::collections::HashSet::new();
+    for client_no in 0..4 {
+        let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut first_server = None;
+        for i in 0..3 {
+            let msg = format!("c{client_no}-m{i}");
+            c.send_to(msg.as_bytes(), target).await.unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, from) =
+                tokio::time::timeout(std::time::Duration::from_secs(2), c.recv_from(&mut buf))
+                    .await
+                    .expect("udp reply arrives")
+                    .unwrap();
+            assert_eq!(from, target);
+            let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let (server, echoed) = reply.split_once(':').unwrap();
+            assert_eq!(echoed, msg);
+            // A flow stays on one endpoint.
+            assert_eq!(*first_server.get_or_insert(server.to_owned()), server);
+        }
+        seen.insert(first_server.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "flows from different clients are balanced");
+}

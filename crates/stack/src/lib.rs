@@ -11,7 +11,7 @@
 //!   in-flight counts back into the balancer.
 //! - [`upstream`]: connecting and pooling upstream connections (HTTP/1.1
 //!   keep-alive, shared HTTP/2).
-//! - [`tcp`]: the L4 TCP proxy, reusing clusters and balancing.
+//! - [`tcp`] and [`udp`]: the L4 proxies, reusing clusters and balancing.
 //! - [`error`]: classified errors, and the one mapping from errors to
 //!   responses.
 //! - [`body`]: the single body type of the request path.
@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod tcp;
+pub mod udp;
 pub mod upstream;
 
 pub use body::Body;
