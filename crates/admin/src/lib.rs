@@ -89,7 +89,7 @@ impl AdminState {
                 self.metrics
                     .endpoint_available
                     .get_or_create(&el)
-                    .set(i64::from(e.state == "active"));
+                    .set(i64::from(e.available));
                 self.metrics
                     .endpoint_latency_ewma
                     .get_or_create(&el)

@@ -337,6 +337,10 @@ pub struct ClusterConfig {
     pub limits: Limits,
     pub outlier: Option<OutlierPolicy>,
     pub health: Option<HealthCheck>,
+    /// Default 0.5 (Envoy's panic threshold): when fewer than this fraction
+    /// of endpoints are available (healthy, not ejected), balance over all of
+    /// them: sending some traffic to doubtful endpoints beats failing it all.
+    pub panic_threshold: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

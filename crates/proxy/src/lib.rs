@@ -248,6 +248,15 @@ impl Proxy {
                 }
             }
         }
+        // Active health checks, for clusters that configure them.
+        for cluster in self.clusters.values() {
+            if cluster.health_check().is_some() {
+                tasks.spawn(switchyard_stack::cluster::health::run(
+                    cluster.clone(),
+                    watch.clone(),
+                ));
+            }
+        }
         // Idle upstream connections are closed in the background so that they
         // do not hold file descriptors when traffic stops.
         for cluster in self.clusters.values() {

@@ -12,9 +12,12 @@ use std::{
 use bytes::Bytes;
 use common::{TestProxy, cluster, listener};
 use futures_util::Stream;
+use http_body_util::Full;
 use prost::Message;
 use switchyard_test_support::{
-    GrpcBackend, free_addr,
+    Backend, BackendConfig, GrpcBackend, Mode,
+    client::{request, send_h2c},
+    free_addr,
     grpc::{self, EchoRequest},
 };
 use tokio::sync::mpsc;
@@ -234,6 +237,27 @@ async fn server_stream_fails_after_replies_with_trailers() {
     assert_eq!(status.message(), "after five");
 }
 
+/// A gRPC unary request for `Echo/Unary` as raw h2c, so that no client
+/// library adds timers or rewrites what the proxy answers.
+fn raw_unary(req: &EchoRequest, headers: &[(&'static str, &str)]) -> http::Request<Full<Bytes>> {
+    let body = req.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&body);
+    let mut req = request(
+        http::Method::POST,
+        "/switchyard.test.v1.Echo/Unary",
+        Bytes::from(frame),
+    );
+    let h = req.headers_mut();
+    h.insert("content-type", "application/grpc".parse().unwrap());
+    h.insert("te", "trailers".parse().unwrap());
+    for (name, value) in headers {
+        h.insert(*name, value.parse().unwrap());
+    }
+    req
+}
+
 #[tokio::test]
 async fn client_deadline_ends_the_call() {
     let b = GrpcBackend::start("g1").await;
@@ -249,13 +273,47 @@ async fn client_deadline_ends_the_call() {
         .await
         .expect_err("the deadline must end the call");
     let elapsed = started.elapsed();
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // tonic's channel enforces `grpc-timeout` itself and reports its own
+    // expiry as CANCELLED ("Timeout expired") before any answer can arrive,
+    // so DEADLINE_EXCEEDED from the proxy is checked on the wire below.
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
     assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
     let seen = b.last_metadata().expect("the call reached the backend");
     assert!(
         seen.get("grpc-timeout").is_some(),
         "grpc-timeout forwarded: {seen:?}"
     );
+}
+
+#[tokio::test]
+async fn expired_grpc_timeout_is_deadline_exceeded_from_the_proxy() {
+    // The upstream knows nothing of gRPC deadlines: it answers after 2s.
+    // Only the proxy can end the call when the caller's deadline passes.
+    let b =
+        Backend::start(BackendConfig::new("slow").mode(Mode::Delay(Duration::from_secs(2)))).await;
+    let p = grpc_proxy(&[b.addr()], "", "").await;
+    let req = raw_unary(&EchoRequest::default(), &[("grpc-timeout", "200m")]);
+    let started = Instant::now();
+    let resp = within("raw h2 call", send_h2c(p.addr, req))
+        .await
+        .expect("raw h2 call");
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"4"[..]),
+        "DEADLINE_EXCEEDED expected after {elapsed:?}; got {:?}",
+        resp.headers()
+    );
+    assert!(
+        resp.headers().contains_key("x-switchyard-error"),
+        "{:?}",
+        resp.headers()
+    );
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -287,28 +345,16 @@ async fn route_timeout_answers_deadline_exceeded() {
 
     // On the wire: a trailers-only response (HTTP 200, the status in the
     // head, no body).
-    let body = EchoRequest {
-        delay_ms: 2_000,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&body);
-    let mut req = switchyard_test_support::client::request(
-        http::Method::POST,
-        "/switchyard.test.v1.Echo/Unary",
-        Bytes::from(frame),
+    let req = raw_unary(
+        &EchoRequest {
+            delay_ms: 2_000,
+            ..Default::default()
+        },
+        &[],
     );
-    req.headers_mut()
-        .insert("content-type", "application/grpc".parse().unwrap());
-    req.headers_mut().insert("te", "trailers".parse().unwrap());
-    let resp = within(
-        "raw h2 call",
-        switchyard_test_support::client::send_h2c(p.addr, req),
-    )
-    .await
-    .expect("raw h2 call");
+    let resp = within("raw h2 call", send_h2c(p.addr, req))
+        .await
+        .expect("raw h2 call");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["grpc-status"], "4");
     assert_eq!(resp.headers()["x-switchyard-error"], "timeout");

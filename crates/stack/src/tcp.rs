@@ -37,6 +37,8 @@ pub async fn serve_tcp(
     idle_timeout: Duration,
     mut watch: drain::Watch,
 ) {
+    // Connections belong to this task, so aborting it closes them.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -47,16 +49,19 @@ pub async fn serve_tcp(
                     continue;
                 }
             },
-            _ = watch.signaled() => return,
+            Some(_) = conns.join_next() => continue,
+            _ = watch.signaled() => break,
         };
         let cluster = cluster.clone();
         let watch = watch.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = proxy_connection(stream, peer, &cluster, idle_timeout, watch).await {
                 debug!(%peer, cluster = cluster.name(), error = %e, "tcp proxy failed");
             }
         });
     }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
 }
 
 async fn proxy_connection(

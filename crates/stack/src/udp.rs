@@ -55,7 +55,7 @@ pub async fn serve_udp(
         let existing = lock(&flows).get(&client).cloned();
         let upstream = match existing {
             Some(u) => u,
-            None => match open_flow(&socket, &flows, &cluster, client, session_timeout).await {
+            None => match open_flow(&socket, &flows, &cluster, client, session_timeout, &watch).await {
                 Some(u) => u,
                 None => continue,
             },
@@ -79,6 +79,7 @@ async fn open_flow(
     cluster: &Arc<Cluster>,
     client: SocketAddr,
     timeout: Duration,
+    watch: &drain::Watch,
 ) -> Option<Arc<UdpSocket>> {
     if lock(flows).len() >= MAX_FLOWS {
         warn!(%client, "udp flow table full, dropping datagram");
@@ -112,6 +113,7 @@ async fn open_flow(
     let listener = listener.clone();
     let flows = flows.clone();
     let relay = upstream.clone();
+    let mut watch = watch.clone();
     tokio::spawn(async move {
         // The flow counts as one in-flight unit for least-request balancing.
         let _in_flight = endpoint.load().start();
@@ -130,6 +132,9 @@ async fn open_flow(
                     Err(e) => debug!(%client, error = %e, "udp receive from upstream failed"),
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
+                // Datagrams carry no request boundaries to wait for: a flow
+                // ends as soon as the proxy drains.
+                _ = watch.signaled() => break,
             }
         }
         lock(&flows).remove(&client);

@@ -11,4 +11,4 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 
-pub use metrics::{ListenerMetrics, Metrics, RouteMetrics, StatusClass};
+pub use metrics::{ClusterMetrics, Decision, ListenerMetrics, Metrics, RouteMetrics, StatusClass};

@@ -64,6 +64,101 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub cluster: String,
+    pub decision: String,
+}
+
+/// A policy decision taken on the request path. Every one is counted per
+/// cluster, so an operator can see which policy tripped and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// A failed attempt was retried.
+    Retry,
+    /// A retry was wanted but the retry budget was spent.
+    BudgetExhausted,
+    /// A retry was wanted but the cluster's concurrent-retry limit was hit.
+    RetryLimited,
+    /// A hedged attempt was sent.
+    Hedge,
+    /// A hedge was wanted but the extra-load cap was reached.
+    HedgeBudgetExhausted,
+    /// An endpoint was ejected by outlier detection.
+    Ejection,
+    /// An ejected endpoint received its probation probe.
+    Probe,
+    /// A probe succeeded and the endpoint is back.
+    Restored,
+    /// A request failed fast on a cluster limit.
+    Overloaded,
+    /// A request arrived with its deadline already passed.
+    DeadlineExpired,
+    /// Active health checks marked an endpoint unhealthy.
+    Unhealthy,
+    /// Active health checks marked an endpoint healthy.
+    Healthy,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 12] = [
+        Decision::Retry,
+        Decision::BudgetExhausted,
+        Decision::RetryLimited,
+        Decision::Hedge,
+        Decision::HedgeBudgetExhausted,
+        Decision::Ejection,
+        Decision::Probe,
+        Decision::Restored,
+        Decision::Overloaded,
+        Decision::DeadlineExpired,
+        Decision::Unhealthy,
+        Decision::Healthy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Retry => "retry",
+            Decision::BudgetExhausted => "retry_budget_exhausted",
+            Decision::RetryLimited => "retry_limited",
+            Decision::Hedge => "hedge",
+            Decision::HedgeBudgetExhausted => "hedge_budget_exhausted",
+            Decision::Ejection => "ejection",
+            Decision::Probe => "probe",
+            Decision::Restored => "restored",
+            Decision::Overloaded => "overloaded",
+            Decision::DeadlineExpired => "deadline_expired",
+            Decision::Unhealthy => "unhealthy",
+            Decision::Healthy => "healthy",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Pre-resolved decision counters of one cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    decisions: [Counter; 12],
+}
+
+impl ClusterMetrics {
+    pub fn count(&self, d: Decision) {
+        self.decisions[d.index()].inc();
+    }
+
+    pub fn get(&self, d: Decision) -> u64 {
+        self.decisions[d.index()].get()
+    }
+
+    /// Every decision with its count, for the admin API.
+    pub fn all(&self) -> Vec<(&'static str, u64)> {
+        Decision::ALL.iter().map(|d| (d.as_str(), self.get(*d))).collect()
+    }
+}
+
 /// The class of a response status, the only status label (bounded: five
 /// values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +220,7 @@ pub struct Metrics {
     pub endpoint_available: Family<EndpointLabels, Gauge>,
     pub endpoint_latency_ewma: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
     endpoint_requests: Family<EndpointLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
     process_resident: Gauge,
     process_virtual: Gauge,
     process_fds: Gauge,
@@ -212,6 +308,12 @@ impl Metrics {
             "Requests sent to an endpoint",
             endpoint_requests.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "cluster_decisions",
+            "Policy decisions per cluster: retries, spent budgets, hedges, ejections, probes, fast failures, expired deadlines, health changes",
+            decisions.clone(),
+        );
         let process_resident = Gauge::<i64, AtomicI64>::default();
         registry.register_with_unit(
             "process_resident_memory",
@@ -262,6 +364,7 @@ impl Metrics {
             endpoint_available,
             endpoint_latency_ewma,
             endpoint_requests,
+            decisions,
             process_resident,
             process_virtual,
             process_fds,
@@ -305,6 +408,18 @@ impl Metrics {
             connections_total: self.connections_total.get_or_create_owned(&labels),
             connections_active: self.connections_active.get_or_create_owned(&labels),
             errors,
+        }
+    }
+
+    /// Decision counters of one cluster, resolved when the cluster is built.
+    pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
+        ClusterMetrics {
+            decisions: Decision::ALL.map(|d| {
+                self.decisions.get_or_create_owned(&DecisionLabels {
+                    cluster: cluster.to_owned(),
+                    decision: d.as_str().to_owned(),
+                })
+            }),
         }
     }
 

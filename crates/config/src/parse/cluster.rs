@@ -23,6 +23,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "limits",
     "outlier",
     "health",
+    "panic_threshold",
 ];
 const DISCOVERY_KEYS: &[&str] = &["static", "registry", "dns", "etcd"];
 const ENDPOINT_KEYS: &[&str] = &["address", "weight"];
@@ -134,6 +135,9 @@ pub(super) fn cluster(
         limits: limits.map_or_else(Limits::default, |l| limits_config(ctx, &l)),
         outlier: outlier.map(|o| outlier_policy(ctx, &o)),
         health: health.and_then(|h| health_check(ctx, &h)),
+        panic_threshold: t
+            .opt(ctx, "panic_threshold", |f, c| f.float_in(c, 0.0, 1.0))
+            .unwrap_or(0.5),
     })
 }
 

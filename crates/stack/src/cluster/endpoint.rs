@@ -11,6 +11,7 @@ use std::{
 
 use prometheus_client::metrics::counter::Counter;
 use switchyard_balance::{Load, Target};
+use switchyard_policy::EndpointHealth;
 
 use crate::upstream::{Pool, PoolSettings};
 
@@ -31,6 +32,8 @@ pub struct Endpoint {
     pool: Pool,
     /// False while the endpoint is draining, so it receives no new requests.
     accepting: AtomicBool,
+    /// Passive ejection and active health-check state.
+    health: EndpointHealth,
     requests: Counter,
 }
 
@@ -47,12 +50,21 @@ impl Endpoint {
             load: Load::new(DEFAULT_RTT, EWMA_DECAY),
             pool: Pool::new(addr, settings),
             accepting: AtomicBool::new(true),
+            health: EndpointHealth::new(),
             requests,
         }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub fn health(&self) -> &EndpointHealth {
+        &self.health
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
     }
 
     pub fn set_accepting(&self, accepting: bool) {
@@ -82,6 +94,6 @@ impl Target for Endpoint {
     }
 
     fn available(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed)
+        self.accepting.load(Ordering::Relaxed) && self.health.available()
     }
 }

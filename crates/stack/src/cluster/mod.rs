@@ -1,10 +1,9 @@
-//! Clusters: a balancer over a live set of endpoints.
-//!
-//! The cluster picks an endpoint, lends the request to that endpoint's pool,
-//! feeds the observed latency back to the balancer and ties the endpoint's
-//! in-flight count to the response body.
+//! Clusters: a balancer over a live set of endpoints, with the cluster-wide
+//! policies — limits, the retry budget, outlier ejection — and the feedback
+//! loop from every response into endpoint load and health.
 
 mod endpoint;
+pub mod health;
 
 use std::{
     collections::HashMap,
@@ -16,9 +15,14 @@ use std::{
 use http::{Request, Response};
 use serde::Serialize;
 use switchyard_balance::{Balancer, BalancerConfig, Pick, Strategy, Target};
-use switchyard_config::{BalanceStrategy, ClusterConfig, HashOn};
-use switchyard_telemetry::Metrics;
+use switchyard_config::{BalanceStrategy, ClusterConfig, HashOn, HealthCheck, UpstreamProtocol};
+use switchyard_policy::{
+    Budget, LatencyWindow, Limit, OutlierSettings, Permit,
+    outlier::{HealthState, Outcome, Transition},
+};
+use switchyard_telemetry::{ClusterMetrics, Decision, Metrics};
 use tokio::time::Instant;
+use tracing::{info, warn};
 
 pub use endpoint::Endpoint;
 
@@ -28,6 +32,9 @@ use crate::{
     upstream::{PoolSettings, ResponseGuard},
 };
 
+/// How long latency samples count towards hedging percentiles.
+const LATENCY_PERIOD: Duration = Duration::from_secs(10);
+
 /// A named set of interchangeable endpoints and how to reach them.
 #[derive(Debug)]
 pub struct Cluster {
@@ -36,9 +43,16 @@ pub struct Cluster {
     settings: Arc<PoolSettings>,
     hash_on: Option<HashOn>,
     metrics: Arc<Metrics>,
+    decisions: ClusterMetrics,
+    budget: Budget,
+    requests: Arc<Limit>,
+    retries: Arc<Limit>,
+    outlier: Option<(OutlierSettings, u32)>,
+    health: Option<HealthCheck>,
+    latency: LatencyWindow,
     /// Every endpoint by address, so that an update keeps the `Arc` (and thus
-    /// the load statistics and pooled connections) of endpoints that stay.
-    /// Only touched by updates, never on the request path.
+    /// the load statistics, health and pooled connections) of endpoints that
+    /// stay. Only touched by updates, never on the request path.
     members: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
 }
 
@@ -51,22 +65,44 @@ pub struct EndpointSpec {
 
 impl Cluster {
     pub fn new(config: &ClusterConfig, metrics: Arc<Metrics>) -> Self {
-        let settings = Arc::new(PoolSettings {
-            protocol: config.protocol,
-            connect_timeout: config.connect_timeout,
-            idle_timeout: config.idle_timeout,
-            max_idle: config.max_idle_per_endpoint,
-        });
+        let settings = Arc::new(PoolSettings::new(
+            config.protocol,
+            config.connect_timeout,
+            config.idle_timeout,
+            config.max_idle_per_endpoint,
+            config.limits.max_connections,
+            config.limits.max_pending,
+        ));
         let balancer = Balancer::new(BalancerConfig {
             strategy: strategy(config.balance),
+            panic_threshold: config.panic_threshold,
             ..BalancerConfig::default()
         });
+        let rb = &config.retry_budget;
         Self {
             name: Arc::from(config.name.as_str()),
             balancer,
             settings,
             hash_on: config.hash.clone(),
+            decisions: metrics.cluster(&config.name),
             metrics,
+            budget: Budget::new(rb.ratio, rb.min_per_second, rb.ttl),
+            requests: Limit::new(config.limits.max_requests),
+            retries: Limit::new(config.limits.max_retries),
+            outlier: config.outlier.as_ref().map(|o| {
+                (
+                    OutlierSettings {
+                        consecutive_failures: o.consecutive_failures,
+                        failure_rate: o.failure_rate,
+                        window: o.window,
+                        base_ejection: o.base_ejection,
+                        max_ejection: o.max_ejection,
+                    },
+                    o.max_ejection_percent,
+                )
+            }),
+            health: config.health.clone(),
+            latency: LatencyWindow::new(LATENCY_PERIOD),
             members: Mutex::new(HashMap::new()),
         }
     }
@@ -75,12 +111,46 @@ impl Cluster {
         &self.name
     }
 
-    pub fn protocol(&self) -> switchyard_config::UpstreamProtocol {
+    pub fn protocol(&self) -> UpstreamProtocol {
         self.settings.protocol
     }
 
     pub fn hash_on(&self) -> Option<&HashOn> {
         self.hash_on.as_ref()
+    }
+
+    pub fn health_check(&self) -> Option<&HealthCheck> {
+        self.health.as_ref()
+    }
+
+    pub fn decisions(&self) -> &ClusterMetrics {
+        &self.decisions
+    }
+
+    /// Counts an original request against the retry budget.
+    pub fn deposit(&self) {
+        self.budget.deposit();
+    }
+
+    /// Asks the retry budget and the concurrent-retry limit for one retry;
+    /// counts and names the reason when refused.
+    pub fn admit_retry(&self) -> Result<Permit, Decision> {
+        let Some(permit) = self.retries.try_acquire() else {
+            self.decisions.count(Decision::RetryLimited);
+            return Err(Decision::RetryLimited);
+        };
+        if !self.budget.withdraw() {
+            self.decisions.count(Decision::BudgetExhausted);
+            return Err(Decision::BudgetExhausted);
+        }
+        self.decisions.count(Decision::Retry);
+        Ok(permit)
+    }
+
+    /// The recent latency percentile, for hedging delays.
+    pub fn latency_percentile(&self, p: f64) -> Option<Duration> {
+        // Fewer than 20 samples say little about a tail.
+        self.latency.percentile(p, 20)
     }
 
     /// Replaces the endpoint set. Endpoints that stay keep their state;
@@ -113,52 +183,116 @@ impl Cluster {
         self.balancer.update(list);
     }
 
+    /// All endpoints currently in the set.
+    pub fn endpoints(&self) -> Arc<[Arc<Endpoint>]> {
+        self.balancer.endpoints()
+    }
+
     /// Picks an endpoint, preferring ones not in `avoid`.
-    pub fn pick(
-        &self,
-        hash: Option<u64>,
-        avoid: &[SocketAddr],
-    ) -> Result<Arc<Endpoint>, ProxyError> {
+    pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError> {
         self.balancer
             .pick(&Pick { hash, avoid })
             .ok_or_else(|| ProxyError::new(ErrorKind::NoEndpoints))
     }
 
-    /// Sends one attempt of a request to one endpoint of this cluster.
+    /// Sends one attempt of a request to one endpoint of this cluster, and
+    /// feeds the outcome back into the endpoint's load and health.
     pub async fn send_to(
         &self,
         endpoint: &Arc<Endpoint>,
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
+        let Some(request_permit) = self.requests.try_acquire() else {
+            self.decisions.count(Decision::Overloaded);
+            return Err(ProxyError::new(ErrorKind::Overloaded).at(endpoint.addr()));
+        };
+        if endpoint.health().on_dispatch() {
+            self.decisions.count(Decision::Probe);
+            info!(cluster = %self.name, endpoint = %endpoint.addr(), "probing ejected endpoint");
+        }
         let in_flight = endpoint.load().start();
         endpoint.count_request();
         let started = Instant::now();
         match endpoint.pool().send(req).await {
             Ok((resp, checkin)) => {
-                endpoint.load().observe(started.elapsed());
+                let elapsed = started.elapsed();
+                endpoint.load().observe(elapsed);
+                let failed = is_failure(&resp);
+                if !failed {
+                    self.latency.record(elapsed);
+                }
+                self.record(endpoint, if failed { Outcome::Failure } else { Outcome::Success });
                 let (parts, body) = resp.into_parts();
-                let body = Body::upstream(body, ResponseGuard::new(checkin, in_flight));
-                Ok(Response::from_parts(parts, body))
+                let guard = ResponseGuard::new(checkin, in_flight, Some(request_permit));
+                Ok(Response::from_parts(parts, Body::upstream(body, guard)))
             }
             Err(e) => {
-                // A failure is a strong signal: record it as a slow response
-                // so that peak-EWMA steers away until the endpoint recovers.
                 if e.kind().blames_endpoint() {
+                    // A failure is a strong signal: record it as a slow
+                    // response so that peak-EWMA steers away at once.
                     endpoint
                         .load()
                         .observe(started.elapsed().max(FAILURE_PENALTY));
+                    self.record(endpoint, Outcome::Failure);
+                } else if e.kind() == ErrorKind::Overloaded {
+                    self.decisions.count(Decision::Overloaded);
                 }
                 Err(e)
             }
         }
     }
 
+    /// An attempt to `endpoint` ran out of its per-try timeout: as much a
+    /// failure of the endpoint as a reset.
+    pub fn record_timeout(&self, endpoint: &Endpoint) {
+        endpoint.load().observe(FAILURE_PENALTY);
+        self.record(endpoint, Outcome::Failure);
+    }
+
+    /// Feeds a request outcome into outlier detection.
+    fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let Some((settings, max_percent)) = &self.outlier else {
+            return;
+        };
+        let may_eject = || {
+            let all = self.balancer.endpoints();
+            let ejected = all.iter().filter(|e| e.health().is_ejected()).count();
+            (ejected + 1) * 100 <= all.len() * (*max_percent as usize)
+        };
+        if let Some(t) = endpoint.health().record(outcome, settings, may_eject) {
+            self.transition(endpoint, t);
+        }
+    }
+
+    /// Logs and counts a change of an endpoint's state.
+    pub fn transition(&self, endpoint: &Endpoint, t: Transition) {
+        let ep = endpoint.addr();
+        match t {
+            Transition::Ejected { duration, reason } => {
+                self.decisions.count(Decision::Ejection);
+                warn!(cluster = %self.name, endpoint = %ep, ?reason, ejected_for = ?duration, "endpoint ejected");
+            }
+            Transition::ProbeFailed { duration } => {
+                self.decisions.count(Decision::Ejection);
+                warn!(cluster = %self.name, endpoint = %ep, ejected_for = ?duration, "probe failed; endpoint ejected again");
+            }
+            Transition::Restored => {
+                self.decisions.count(Decision::Restored);
+                info!(cluster = %self.name, endpoint = %ep, "probe succeeded; endpoint restored");
+            }
+            Transition::Unhealthy => {
+                self.decisions.count(Decision::Unhealthy);
+                warn!(cluster = %self.name, endpoint = %ep, "health check failing; endpoint unhealthy");
+            }
+            Transition::Healthy => {
+                self.decisions.count(Decision::Healthy);
+                info!(cluster = %self.name, endpoint = %ep, "health check passing; endpoint healthy");
+            }
+        }
+    }
+
     /// Picks an endpoint and sends the request there.
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-        hash: Option<u64>,
-    ) -> Result<Response<Body>, ProxyError> {
+    pub async fn send(&self, req: Request<Body>, hash: Option<u64>) -> Result<Response<Body>, ProxyError> {
         let endpoint = self.pick(hash, &[])?;
         self.send_to(&endpoint, req).await
     }
@@ -184,27 +318,58 @@ impl Cluster {
             .balancer
             .endpoints()
             .iter()
-            .map(|ep| EndpointSnapshot {
-                address: ep.addr(),
-                weight: ep.weight(),
-                state: if ep.available() { "active" } else { "draining" },
-                in_flight: ep.load().in_flight(),
-                latency_ewma_ms: ep.load().ewma().as_secs_f64() * 1000.0,
-                requests: ep.requests(),
-                connections_open: ep.pool().open_connections(),
-                connections_idle: ep.pool().idle_connections(),
+            .map(|ep| {
+                let health = ep.health().state();
+                EndpointSnapshot {
+                    address: ep.addr(),
+                    weight: ep.weight(),
+                    state: if !ep.is_accepting() {
+                        "draining"
+                    } else {
+                        match health {
+                            HealthState::Healthy => "active",
+                            HealthState::Ejected => "ejected",
+                            HealthState::Probation => "probation",
+                            HealthState::Unhealthy => "unhealthy",
+                        }
+                    },
+                    available: ep.available(),
+                    in_flight: ep.load().in_flight(),
+                    latency_ewma_ms: ep.load().ewma().as_secs_f64() * 1000.0,
+                    requests: ep.requests(),
+                    ejections: ep.health().ejections(),
+                    consecutive_failures: ep.health().consecutive_failures(),
+                    connections_open: ep.pool().open_connections(),
+                    connections_idle: ep.pool().idle_connections(),
+                }
             })
             .collect();
         ClusterSnapshot {
             name: self.name.to_string(),
-            balance: format!("{:?}", self.balancer.strategy()),
+            balance: self.balancer.strategy().as_str(),
             protocol: match self.settings.protocol {
-                switchyard_config::UpstreamProtocol::Http1 => "http1",
-                switchyard_config::UpstreamProtocol::Http2 => "http2",
+                UpstreamProtocol::Http1 => "http1",
+                UpstreamProtocol::Http2 => "http2",
             },
+            active_requests: self.requests.current(),
+            active_retries: self.retries.current(),
+            retry_budget_remaining: self.budget.remaining(),
+            decisions: self.decisions.all().into_iter().collect(),
             endpoints,
         }
     }
+}
+
+/// Whether a response counts as a failure of the endpoint for outlier
+/// detection: any 5xx, or a gRPC trailers-only `UNAVAILABLE`/`INTERNAL`.
+fn is_failure<B>(resp: &Response<B>) -> bool {
+    if resp.status().is_server_error() {
+        return true;
+    }
+    matches!(
+        resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(b"14") | Some(b"13")
+    )
 }
 
 /// Latency recorded for a failed attempt: large enough to push peak-EWMA's
@@ -225,8 +390,12 @@ fn strategy(b: BalanceStrategy) -> Strategy {
 #[derive(Clone, Debug, Serialize)]
 pub struct ClusterSnapshot {
     pub name: String,
-    pub balance: String,
+    pub balance: &'static str,
     pub protocol: &'static str,
+    pub active_requests: usize,
+    pub active_retries: usize,
+    pub retry_budget_remaining: f64,
+    pub decisions: std::collections::BTreeMap<&'static str, u64>,
     pub endpoints: Vec<EndpointSnapshot>,
 }
 
@@ -234,10 +403,15 @@ pub struct ClusterSnapshot {
 pub struct EndpointSnapshot {
     pub address: SocketAddr,
     pub weight: u32,
+    /// `active`, `draining`, `ejected`, `probation` or `unhealthy`.
     pub state: &'static str,
+    /// Whether the balancer may pick it now.
+    pub available: bool,
     pub in_flight: u32,
     pub latency_ewma_ms: f64,
     pub requests: u64,
+    pub ejections: u64,
+    pub consecutive_failures: u32,
     pub connections_open: usize,
     pub connections_idle: usize,
 }

@@ -5,8 +5,11 @@
 //! response headers, with every failure mapped to a response in
 //! [`crate::error::response`].
 
+mod attempt;
 pub mod headers;
 mod upgrade;
+
+pub use attempt::{ATTEMPT_HEADER, AttemptLog, is_idempotent, retry_reason};
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,14 +19,16 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::body::Incoming;
-use switchyard_balance::hash_key;
+use switchyard_balance::{Target, hash_key};
 use switchyard_config::{HashOn, UpstreamProtocol};
-use switchyard_telemetry::ListenerMetrics;
+use switchyard_policy::{Deadline, deadline};
+use switchyard_telemetry::{Decision, ListenerMetrics};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use self::attempt::{Attempts, Head, RequestBody};
 use crate::{
-    body::Body,
+    body::{Body, ReplayBody},
     cluster::Cluster,
     error::{ErrorKind, ProxyError, response::error_response},
     route::{Route, Router},
@@ -68,30 +73,40 @@ impl HttpProxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let grpc = is_grpc(&req);
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
         let Some(route) = self.router.route(&req) else {
             let err = ProxyError::new(ErrorKind::NoRoute);
             self.metrics.error(err.kind().as_str());
             return error_response(&err, grpc);
         };
-        let result = tokio::time::timeout(route.timeout(), self.forward(route, req, conn)).await;
-        let resp = match result {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(err)) => self.fail(route, &err, grpc),
-            Err(_) => self.fail(route, &ProxyError::new(ErrorKind::Timeout), grpc),
+        let cluster = route.cluster();
+        let method = req.method().clone();
+        let path = if self.access_log {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
+        // The route's timeout, shortened by the caller's own deadline.
+        let mut deadline = Deadline::after(route.timeout());
+        if let Some(d) = incoming_timeout(req.headers(), grpc) {
+            deadline = deadline.min(Deadline::after(d));
+        }
+        let mut log = AttemptLog::default();
+        let resp = if deadline.expired() {
+            // The caller has already given up: do not load an upstream.
+            cluster.decisions().count(Decision::DeadlineExpired);
+            self.fail(route, &ProxyError::new(ErrorKind::DeadlineExpired), grpc)
+        } else {
+            let forward = self.forward(route, cluster, req, conn, deadline, grpc, &mut log);
+            match tokio::time::timeout_at(deadline.instant(), forward).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(err)) => self.fail(route, &err, grpc),
+                Err(_) => self.fail(route, &ProxyError::new(ErrorKind::Timeout), grpc),
+            }
         };
         let elapsed = started.elapsed();
         route.metrics().record(resp.status().as_u16(), elapsed);
         if self.access_log {
-            access_log(
-                &self.listener,
-                route,
-                &method,
-                &path,
-                resp.status().as_u16(),
-                elapsed,
-            );
+            access_log(&self.listener, route, cluster, &method, &path, resp.status().as_u16(), elapsed, &log);
         }
         resp
     }
@@ -108,13 +123,17 @@ impl HttpProxy {
         error_response(err, grpc)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         route: &Route,
+        cluster: &Cluster,
         mut req: Request<Incoming>,
         conn: ConnInfo,
+        deadline: Deadline,
+        grpc: bool,
+        log: &mut AttemptLog,
     ) -> Result<Response<Body>, ProxyError> {
-        let cluster = route.cluster();
         let protocol = cluster.protocol();
         // Upgrades (WebSocket) need an HTTP/1.1 hop on both sides; towards an
         // HTTP/2 cluster the upgrade headers are stripped like any hop-by-hop
@@ -128,15 +147,68 @@ impl HttpProxy {
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.proto);
         headers::ensure_request_id(&mut parts.headers);
-        let endpoint = cluster.pick(hash, &[])?;
-        set_upstream_target(&mut parts, protocol, endpoint.pool().addr())?;
-        let req = Request::from_parts(parts, Body::incoming(body));
+        let incoming_attempt = parts
+            .headers
+            .remove(&attempt::ATTEMPT_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+            .unwrap_or(1);
         if let Some(on_upgrade) = on_upgrade {
+            let endpoint = cluster.pick(hash, &[])?;
+            set_upstream_target(&mut parts, protocol, endpoint.addr())?;
+            let req = Request::from_parts(parts, Body::incoming(body));
+            log.attempts = 1;
+            log.endpoint = Some(endpoint.addr());
             return upgrade::tunnel(&endpoint, req, on_upgrade).await;
         }
-        let mut resp = cluster.send_to(&endpoint, req).await?;
+        // The authority falls back to the cluster name, which every endpoint
+        // of the cluster answers to, so one head serves every attempt.
+        set_upstream_target(&mut parts, protocol, cluster.name())?;
+        let wants_replay = route.retry().is_some() || route.hedge().is_some();
+        let body = if http_body::Body::is_end_stream(&body) {
+            RequestBody::Empty
+        } else if wants_replay {
+            let cap = route.retry().map_or(DEFAULT_REPLAY_CAP, |p| p.max_replay_bytes);
+            RequestBody::Replay(ReplayBody::new(body, cap))
+        } else {
+            RequestBody::Once(Some(Body::incoming(body)))
+        };
+        let attempts = Attempts {
+            route,
+            cluster,
+            head: Head {
+                method: parts.method,
+                uri: parts.uri,
+                version: parts.version,
+                headers: parts.headers,
+            },
+            body,
+            hash,
+            deadline,
+            grpc,
+            incoming_attempt,
+        };
+        let mut resp = attempts.run(log).await?;
         headers::strip_hop_by_hop(resp.headers_mut(), false);
         Ok(resp)
+    }
+}
+
+/// Replay cap for hedged routes without a retry policy (Linkerd's bound).
+const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
+
+/// The caller's remaining time: `grpc-timeout` for gRPC, and Switchyard's
+/// `x-switchyard-timeout-ms` for anything. Malformed values are ignored.
+fn incoming_timeout(h: &http::HeaderMap, grpc: bool) -> Option<Duration> {
+    let from_grpc = grpc
+        .then(|| h.get(deadline::GRPC_TIMEOUT_HEADER))
+        .flatten()
+        .and_then(|v| deadline::parse_grpc_timeout(v.as_bytes()));
+    let from_http = h
+        .get(deadline::TIMEOUT_HEADER)
+        .and_then(|v| deadline::parse_timeout_ms(v.as_bytes()));
+    match (from_grpc, from_http) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -166,7 +238,7 @@ fn request_hash<B>(cluster: &Cluster, req: &Request<B>, peer: SocketAddr) -> Opt
 fn set_upstream_target(
     parts: &mut http::request::Parts,
     protocol: UpstreamProtocol,
-    endpoint: SocketAddr,
+    fallback: impl std::fmt::Display,
 ) -> Result<(), ProxyError> {
     let authority: Authority = match parts.uri.authority() {
         Some(a) => a.clone(),
@@ -176,7 +248,7 @@ fn set_upstream_target(
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
         {
             Some(a) => a,
-            None => Authority::try_from(endpoint.to_string())
+            None => Authority::try_from(fallback.to_string())
                 .map_err(|e| ProxyError::with_source(ErrorKind::Internal, e))?,
         },
     };
@@ -209,21 +281,30 @@ fn set_upstream_target(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn access_log(
     listener: &str,
     route: &Route,
+    cluster: &Cluster,
     method: &http::Method,
     path: &str,
     status: u16,
     elapsed: Duration,
+    log: &AttemptLog,
 ) {
     info!(
         target: "switchyard::access",
         listener,
         route = route.name(),
+        cluster = cluster.name(),
         method = method.as_str(),
         path,
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
+        endpoint = log.endpoint.map(|e| e.to_string()),
+        attempts = log.attempts,
+        retries = log.retries,
+        hedges = log.hedges,
+        retry_refused = log.retry_refused.map(|d| d.as_str()),
     );
 }

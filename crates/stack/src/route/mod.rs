@@ -6,7 +6,8 @@ mod matcher;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use http::Request;
-use switchyard_config::{Destination, RouteConfig};
+use switchyard_config::{Destination, HedgePolicy, RetryPolicy, RouteConfig};
+use switchyard_policy::Budget;
 use switchyard_telemetry::{Metrics, RouteMetrics};
 
 pub use matcher::{Matcher, request_host};
@@ -26,8 +27,23 @@ pub struct Route {
     matcher: Matcher,
     destination: Target,
     timeout: Duration,
+    retry: Option<RetryPolicy>,
+    hedge: Option<Hedge>,
     metrics: RouteMetrics,
 }
+
+/// A route's hedging policy and its extra-load budget.
+#[derive(Debug)]
+pub struct Hedge {
+    pub policy: HedgePolicy,
+    /// Hedges may add at most `max_extra_load` over the route's recent
+    /// hedge-eligible requests; a route-level budget, so one route's hedging
+    /// cannot spend another's.
+    pub budget: Budget,
+}
+
+/// Window over which hedge-eligible requests are counted.
+const HEDGE_BUDGET_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 enum Target {
@@ -84,6 +100,11 @@ impl Router {
                     matcher: Matcher::new(&rc.matcher),
                     destination,
                     timeout: rc.timeout,
+                    retry: rc.retry.clone(),
+                    hedge: rc.hedge.clone().map(|policy| Hedge {
+                        budget: Budget::new(policy.max_extra_load, 0, HEDGE_BUDGET_TTL),
+                        policy,
+                    }),
                     metrics: metrics.route(listener, &rc.name),
                 })
             })
@@ -111,6 +132,14 @@ impl Route {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    pub fn retry(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    pub fn hedge(&self) -> Option<&Hedge> {
+        self.hedge.as_ref()
     }
 
     pub fn metrics(&self) -> &RouteMetrics {

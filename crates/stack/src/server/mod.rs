@@ -10,7 +10,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use switchyard_config::HttpServerConfig;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tracing::{debug, warn};
 
 use crate::{drain, proxy::HttpProxy};
@@ -55,7 +55,8 @@ fn builder(cfg: &HttpServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// Accepts and serves connections until `watch` signals draining; every
 /// connection then finishes its in-flight requests (HTTP/2 gets GOAWAY,
-/// HTTP/1.1 closes after the current response).
+/// HTTP/1.1 closes after the current response). The connections belong to
+/// this task: aborting it (when the grace period is over) closes them all.
 pub async fn serve_http(
     listener: TcpListener,
     proxy: Arc<HttpProxy>,
@@ -68,15 +69,17 @@ pub async fn serve_http(
         max_age: cfg.max_connection_age,
         idle_timeout: cfg.idle_timeout,
     });
+    let mut conns = JoinSet::new();
     loop {
         // Waiting for a permit before accepting pushes back on clients via
         // the kernel backlog instead of growing memory without bound.
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => return, // the semaphore is never closed
+                Err(_) => break, // the semaphore is never closed
             },
-            _ = watch.signaled() => return,
+            Some(_) = conns.join_next() => continue,
+            _ = watch.signaled() => break,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -88,7 +91,8 @@ pub async fn serve_http(
                     continue;
                 }
             },
-            _ = watch.signaled() => return,
+            Some(_) = conns.join_next() => continue,
+            _ = watch.signaled() => break,
         };
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
@@ -99,9 +103,12 @@ pub async fn serve_http(
             settings: settings.clone(),
             watch: watch.clone(),
         };
-        tokio::spawn(async move {
+        conns.spawn(async move {
             conn.serve(stream, peer).await;
             drop(permit);
         });
     }
+    // Stop accepting at once; the open connections drain on their own.
+    drop(listener);
+    while conns.join_next().await.is_some() {}
 }

@@ -19,11 +19,15 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_balance::InFlight;
 use switchyard_config::UpstreamProtocol;
-use tokio::time::Instant;
+use switchyard_policy::{Limit, Permit};
+use tokio::{sync::Notify, time::Instant};
 use tracing::debug;
 
 use super::connect;
-use crate::{body::Body, error::ProxyError};
+use crate::{
+    body::Body,
+    error::{ErrorKind, ProxyError},
+};
 
 /// How a cluster talks to its endpoints.
 #[derive(Clone, Debug)]
@@ -32,6 +36,34 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// Open connections across the cluster (`limits.max_connections`).
+    pub connections: Arc<Limit>,
+    /// Requests waiting for a connection (`limits.max_pending`).
+    pub pending: Arc<Limit>,
+    /// Woken whenever a connection becomes idle or closes, for pending
+    /// requests.
+    pub released: Arc<Notify>,
+}
+
+impl PoolSettings {
+    pub fn new(
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        max_connections: usize,
+        max_pending: usize,
+    ) -> Self {
+        Self {
+            protocol,
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            connections: Limit::new(max_connections),
+            pending: Limit::new(max_pending),
+            released: Arc::new(Notify::new()),
+        }
+    }
 }
 
 /// The connections to one endpoint.
@@ -114,26 +146,50 @@ impl Pool {
         &self,
         mut req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
-        // Try idle connections first; each one is tried at most once, so the
-        // loop ends when the idle stack is exhausted.
-        while let Some(mut tx) = self.inner.take_idle() {
-            if !tx.is_ready() && tx.ready().await.is_err() {
-                continue; // closed while idle
+        let settings = &self.inner.settings;
+        let mut pending: Option<Permit> = None;
+        loop {
+            // Try idle connections first; each one is tried at most once.
+            while let Some(mut tx) = self.inner.take_idle() {
+                if !tx.is_ready() && tx.ready().await.is_err() {
+                    continue; // closed while idle
+                }
+                match tx.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, Some(self.checkin(tx)))),
+                    Err(mut e) => match e.take_message() {
+                        // Not a byte was written: the connection was stale,
+                        // and the request is intact for another one.
+                        Some(r) => req = r,
+                        None => return Err(ProxyError::from_upstream(e.into_error())),
+                    },
+                }
             }
-            match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(self.checkin(tx)))),
-                Err(mut e) => match e.take_message() {
-                    // Not a byte was written: the connection was stale, and
-                    // the request is intact for another one.
-                    Some(r) => req = r,
-                    None => return Err(ProxyError::from_upstream(e.into_error())),
-                },
+            if let Some(permit) = settings.connections.try_acquire() {
+                drop(pending);
+                let mut tx = self.connect_h1(permit).await?;
+                return match tx.send_request(req).await {
+                    Ok(resp) => Ok((resp, Some(self.checkin(tx)))),
+                    Err(e) => Err(ProxyError::from_upstream(e)),
+                };
             }
-        }
-        let mut tx = self.connect_h1().await?;
-        match tx.send_request(req).await {
-            Ok(resp) => Ok((resp, Some(self.checkin(tx)))),
-            Err(e) => Err(ProxyError::from_upstream(e)),
+            // At the cluster's connection limit: wait as a pending request
+            // for a connection to come back or close, within max_pending.
+            if pending.is_none() {
+                pending = Some(
+                    settings
+                        .pending
+                        .try_acquire()
+                        .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?,
+                );
+            }
+            let released = settings.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.inner.lock_idle().is_empty()
+                && settings.connections.current() >= settings.connections.max()
+            {
+                released.await;
+            }
         }
     }
 
@@ -159,6 +215,12 @@ impl Pool {
     /// Opens a dedicated HTTP/1.1 connection that supports protocol upgrades
     /// (WebSocket); it is never pooled.
     pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        let permit = self
+            .inner
+            .settings
+            .connections
+            .try_acquire()
+            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
         let stream = connect(addr, self.inner.settings.connect_timeout).await?;
         let (mut tx, conn) = http1::Builder::new()
@@ -172,13 +234,14 @@ impl Pool {
                 debug!(%addr, error = %e, "upstream upgrade connection ended");
             }
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
         });
         tx.send_request(req)
             .await
             .map_err(|e| ProxyError::from_upstream(e).at(addr))
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+    async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {
         let addr = self.inner.addr;
         let stream = connect(addr, self.inner.settings.connect_timeout).await?;
         let (tx, conn) = http1::Builder::new()
@@ -186,12 +249,15 @@ impl Pool {
             .await
             .map_err(ProxyError::from_upstream)?;
         let open = self.inner.open.clone();
+        let released = self.inner.settings.released.clone();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%addr, error = %e, "upstream connection ended");
             }
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            released.notify_one();
         });
         Ok(tx)
     }
@@ -205,6 +271,12 @@ impl Pool {
         if let Some(tx) = self.inner.current_h2() {
             return Ok(tx);
         }
+        let permit = self
+            .inner
+            .settings
+            .connections
+            .try_acquire()
+            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
         let stream = connect(addr, self.inner.settings.connect_timeout).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -225,6 +297,7 @@ impl Pool {
                 debug!(%addr, error = %e, "upstream h2 connection ended");
             }
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
         });
         *self.inner.lock_h2() = Some(tx.clone());
         Ok(tx)
@@ -298,13 +371,16 @@ impl Checkin {
         if self.tx.is_closed() {
             return;
         }
-        let mut idle = self.pool.lock_idle();
-        if idle.len() < self.pool.settings.max_idle {
-            idle.push_back(Idle {
-                tx: self.tx,
-                since: Instant::now(),
-            });
+        {
+            let mut idle = self.pool.lock_idle();
+            if idle.len() < self.pool.settings.max_idle {
+                idle.push_back(Idle {
+                    tx: self.tx,
+                    since: Instant::now(),
+                });
+            }
         }
+        self.pool.settings.released.notify_one();
     }
 }
 
@@ -322,13 +398,15 @@ impl fmt::Debug for Checkin {
 pub struct ResponseGuard {
     checkin: Option<Checkin>,
     _in_flight: InFlight,
+    _request: Option<Permit>,
 }
 
 impl ResponseGuard {
-    pub(crate) fn new(checkin: Option<Checkin>, in_flight: InFlight) -> Self {
+    pub(crate) fn new(checkin: Option<Checkin>, in_flight: InFlight, request: Option<Permit>) -> Self {
         Self {
             checkin,
             _in_flight: in_flight,
+            _request: request,
         }
     }
 

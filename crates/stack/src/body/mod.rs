@@ -13,6 +13,10 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+mod replay;
+
+pub use replay::ReplayBody;
+
 use crate::upstream::ResponseGuard;
 
 /// A request or response body.
@@ -28,6 +32,8 @@ enum Kind {
     Full(Option<Bytes>),
     /// Streamed from a peer as it arrives.
     Incoming(Incoming),
+    /// A request body that a retry can send again.
+    Replay(ReplayBody),
     /// A response streamed from an upstream; the guard returns the connection
     /// to its pool and ends the in-flight count once the body is complete.
     Upstream {
@@ -54,6 +60,12 @@ impl Body {
     pub fn incoming(body: Incoming) -> Self {
         Self {
             kind: Kind::Incoming(body),
+        }
+    }
+
+    pub fn replay(body: ReplayBody) -> Self {
+        Self {
+            kind: Kind::Replay(body),
         }
     }
 
@@ -89,6 +101,7 @@ impl http_body::Body for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Kind::Replay(body) => Pin::new(body).poll_frame(cx),
             Kind::Upstream { body, guard } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
@@ -123,6 +136,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(data) => data.is_none(),
             Kind::Incoming(body) | Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Replay(body) => body.is_end_stream(),
         }
     }
 
@@ -131,6 +145,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Incoming(body) | Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Replay(body) => body.size_hint(),
         }
     }
 }

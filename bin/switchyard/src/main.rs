@@ -1,0 +1,196 @@
+//! The `switchyard` command.
+//!
+//! Exit codes scripts can rely on: 0 success; 1 the command failed (invalid
+//! configuration, a port in use, a demo whose system did not hold its
+//! promises); 2 invalid command-line usage.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard_config::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Service-to-service networking: proxy, registry and demo"
+)]
+struct Cli {
+    /// Log format; default: human-readable on a terminal, JSON otherwise.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log level or filter directive (e.g. "info", "switchyard=debug");
+    /// RUST_LOG overrides it.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy with a TOML configuration.
+    Proxy {
+        /// Path to the configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and report every error with its location.
+    Check {
+        /// Path to the configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Bring up a whole local system (backends, proxy, load) and report.
+    Demo {
+        /// How long the load runs, e.g. "12s", "1m".
+        #[arg(long, default_value = "12s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Target requests per second across all load.
+        #[arg(long, default_value_t = 400)]
+        rate: u32,
+        /// Do not print a live line per second.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    switchyard_config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let format = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    match cli.command {
+        Command::Check { config } => Ok(check(&config)),
+        Command::Proxy { config } => {
+            let cfg = match switchyard_config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!(
+                        "switchyard: {} configuration error(s); not starting",
+                        errors.errors.len()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let level = cli.log_level.unwrap_or_else(|| cfg.log.level.clone());
+            switchyard_telemetry::logging::init(&level, format.or(cfg.log.format))?;
+            let runtime = runtime(cfg.runtime.workers)?;
+            let drained = runtime.block_on(async {
+                let proxy = switchyard_proxy::Proxy::bind(cfg).await?;
+                anyhow::Ok(proxy.run(shutdown_signal()).await)
+            })?;
+            if !drained {
+                tracing::warn!("exited with connections still open after the grace period");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            duration,
+            rate,
+            quiet,
+        } => {
+            let level = cli.log_level.unwrap_or_else(|| "warn".to_owned());
+            switchyard_telemetry::logging::init(&level, format.or(Some(LogFormat::Text)))?;
+            let runtime = runtime(None)?;
+            let report = runtime.block_on(switchyard_demo::run(switchyard_demo::DemoOptions {
+                duration,
+                rate,
+                live: !quiet,
+                ..Default::default()
+            }))?;
+            println!("{}", report.render());
+            Ok(if report.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match switchyard_config::load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} listener(s), {} cluster(s))",
+                path.display(),
+                cfg.listeners.len(),
+                cfg.clusters.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One worker runs a current-thread runtime (no cross-thread scheduling cost,
+/// the cheapest setup for a sidecar pinned to one core); more use the
+/// work-stealing runtime.
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
+        .enable_all()
+        .thread_name("switchyard")
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

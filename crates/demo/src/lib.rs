@@ -1,0 +1,317 @@
+//! `switchyard demo`: a whole local system in one process — HTTP and gRPC
+//! backends, the Switchyard proxy in front of them, and a load generator —
+//! run through a scenario, with live figures and a final report.
+//!
+//! Everything listens on loopback ephemeral ports; nothing leaves the host.
+//! The proxy is configured from TOML text parsed by `switchyard_config`, the
+//! same path a user's file takes, so the demo exercises what users run.
+//!
+//! # Layout
+//! - `lib.rs`: [`DemoOptions`], [`DemoError`] and [`run`], which wires the
+//!   parts together and owns the lifecycle (start, play, drain, stop).
+//! - [`backend`]: the demo backends (`api-N` over HTTP, `inventory-N` over
+//!   gRPC) and their [`BackendHandle`]s: stop, start, set latency.
+//! - `load.rs`: the open-loop, bounded load generator and the per-second
+//!   live line.
+//! - `stats.rs`: the recorder request tasks write into: counts, latency
+//!   histograms, per-second windows.
+//! - [`report`]: [`DemoReport`] and its rendering as the final summary.
+//! - [`scenario`]: the timeline of events applied while the demo runs.
+//! - `proto/switchyard/demo/v1/inventory.proto`: the gRPC service, compiled
+//!   by `build.rs` without a system `protoc`.
+
+pub mod backend;
+mod load;
+pub mod report;
+pub mod scenario;
+mod stats;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_proxy::{Proxy, StartError};
+
+pub use backend::{BackendHandle, Fleet, Protocol};
+pub use report::{BackendReport, DemoReport};
+pub use scenario::{Action, Scenario};
+
+use scenario::Stage;
+use stats::Recorder;
+
+/// Generated messages, client and server (from `proto/switchyard/demo/v1/inventory.proto`).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("switchyard.demo.v1");
+}
+
+/// The proxy listener all load goes through.
+const LISTENER: &str = "public";
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// How long load runs. Default 12s: long enough for a dozen live lines
+    /// and, later, for faults and recovery to show.
+    pub duration: Duration,
+    /// Target requests per second across all load. Default 400: visible
+    /// balancing within a second, light enough for a laptop or CI runner.
+    pub rate: u32,
+    /// HTTP backends (`api-N`). Default 3: the fewest where P2C's choice of
+    /// two among several means something.
+    pub http_backends: usize,
+    /// gRPC backends (`inventory-N`). Default 2.
+    pub grpc_backends: usize,
+    /// Print a progress line per second. Default true.
+    pub live: bool,
+    /// The proxy's admin endpoint. Default `None`: 127.0.0.1 on a free port.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(12),
+            rate: 400,
+            http_backends: 3,
+            grpc_backends: 2,
+            live: true,
+            admin: None,
+        }
+    }
+}
+
+/// Why the demo could not run (as opposed to running and finding problems,
+/// which the [`DemoReport`] tells).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("invalid demo options: {0}")]
+    Options(String),
+    #[error("cannot start backend {name}: {source}")]
+    Backend {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot find a free loopback port: {0}")]
+    Port(std::io::Error),
+    #[error("the demo's proxy configuration is invalid (a bug in the demo):\n{0}")]
+    Config(switchyard_config::Errors),
+    #[error("cannot start the proxy: {0}")]
+    Proxy(#[from] StartError),
+    #[error("the proxy has no listener named {0:?} (a bug in the demo)")]
+    NoListener(&'static str),
+    #[error("cannot set up the gRPC client: {0}")]
+    Client(tonic::transport::Error),
+    #[error("scenario: {0}")]
+    Scenario(String),
+}
+
+/// Runs the demo: steady load for `opts.duration`.
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
+    let scenario = Scenario::steady(opts.duration);
+    run_scenario(opts, &scenario).await
+}
+
+/// Runs the demo with an explicit timeline; `opts.duration` is ignored (the
+/// scenario's events say when load starts and stops).
+pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<DemoReport, DemoError> {
+    if opts.rate == 0 || opts.http_backends == 0 || opts.grpc_backends == 0 {
+        return Err(DemoError::Options(
+            "rate, http_backends and grpc_backends must all be at least 1".to_owned(),
+        ));
+    }
+    let fleet = Fleet::start(opts.http_backends, opts.grpc_backends)?;
+    let proxy = bind_proxy(&fleet, opts.admin).await?;
+    let public = proxy
+        .listener_addr(LISTENER)
+        .ok_or(DemoError::NoListener(LISTENER))?;
+    let admin = proxy.admin_addr();
+    let clusters: Vec<_> = ["api", "inventory"]
+        .iter()
+        .filter_map(|name| proxy.cluster(name))
+        .collect();
+    if opts.live {
+        say(&format!(
+            "switchyard demo: {} HTTP backends, {} gRPC backends behind the proxy on {public}",
+            opts.http_backends, opts.grpc_backends
+        ));
+        say(&format!(
+            "  admin: http://{admin}/clusters  http://{admin}/metrics"
+        ));
+    }
+
+    let recorder = Arc::new(Recorder::new());
+    let mut stage = Stage::new(&fleet, public, recorder.clone(), opts.rate, opts.live);
+    let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
+    // The proxy serves in this task, joined with the scenario, so that it is
+    // always shut down and drained whatever the scenario's outcome.
+    let serve = proxy.run(async {
+        // A dropped sender also means stop.
+        let _ = proxy_stopped.await;
+    });
+    let play = async {
+        let played = scenario::play(scenario, &mut stage).await;
+        // Taken before shutdown: the proxy's per-endpoint counts.
+        let proxied: Vec<(SocketAddr, u64)> = clusters
+            .iter()
+            .flat_map(|c| c.snapshot().endpoints)
+            .map(|e| (e.address, e.requests))
+            .collect();
+        let _ = stop_proxy.send(());
+        played.map(|timeline| (timeline, proxied))
+    };
+    let (drained, played) = tokio::join!(serve, play);
+    let load_duration = stage.load_duration;
+    let (timeline, proxied) = match played {
+        Ok(played) => played,
+        Err(err) => {
+            fleet.shutdown().await;
+            return Err(err);
+        }
+    };
+    // Counted after the proxy drained, so late answers are included.
+    let backends = backend_reports(&fleet, &proxied);
+    fleet.shutdown().await;
+
+    let by_kind = recorder.kinds();
+    Ok(DemoReport {
+        proxy: public,
+        admin,
+        target_rate: opts.rate,
+        load_duration,
+        requests: by_kind.iter().map(|(_, c)| c.requests).sum(),
+        errors: by_kind.iter().map(|(_, c)| c.errors).sum(),
+        shed: by_kind.iter().map(|(_, c)| c.shed).sum(),
+        latency: recorder.latency(),
+        by_kind,
+        backends,
+        seconds: recorder.seconds(),
+        timeline,
+        error_samples: recorder.error_samples(),
+        drained,
+    })
+}
+
+/// Prints a live line. Unlike `println!`, a closed stdout (`switchyard demo
+/// | head`) does not panic: the demo still runs to its verdict and exit code.
+pub(crate) fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Binds the proxy. With no admin address given, a free port is picked and
+/// written into the config; if another process takes it in between, picks
+/// again (twice at most).
+async fn bind_proxy(fleet: &Fleet, admin: Option<SocketAddr>) -> Result<Proxy, DemoError> {
+    // An admin on port 0 would collide with the listener's port 0 in config
+    // validation, so port 0 there also means "pick one".
+    let fixed = admin.filter(|a| a.port() != 0);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let admin = match fixed {
+            Some(addr) => addr,
+            None => free_port(admin.map_or(Ipv4Addr::LOCALHOST.into(), |a| a.ip()))?,
+        };
+        let toml = proxy_config(fleet, admin);
+        let config = switchyard_config::parse(&toml, "demo.toml").map_err(DemoError::Config)?;
+        match Proxy::bind(config).await {
+            Err(StartError::BindAdmin { .. }) if fixed.is_none() && attempts < 3 => continue,
+            bound => return Ok(bound?),
+        }
+    }
+}
+
+/// A port that was free a moment ago on `ip`.
+fn free_port(ip: std::net::IpAddr) -> Result<SocketAddr, DemoError> {
+    let listener = TcpListener::bind((ip, 0)).map_err(DemoError::Port)?;
+    listener.local_addr().map_err(DemoError::Port)
+}
+
+/// The proxy configuration, as a user would write it.
+fn proxy_config(fleet: &Fleet, admin: SocketAddr) -> String {
+    let list = |protocol| {
+        fleet
+            .addrs(protocol)
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[runtime]
+# Load has stopped when the demo shuts down; a short grace keeps exit quick.
+shutdown_grace = "3s"
+
+[[listeners]]
+name = "{LISTENER}"
+listen = "127.0.0.1:0"
+protocol = "http"
+
+  [[listeners.routes]]
+  name = "inventory-grpc"
+  match = {{ path_prefix = "/switchyard.demo.v1.Inventory/" }}
+  cluster = "inventory"
+  timeout = "2s"
+  retry = {{ attempts = 3, per_try_timeout = "500ms" }}
+
+  [[listeners.routes]]
+  name = "api"
+  match = {{ path_prefix = "/api/" }}
+  cluster = "api"
+  timeout = "2s"
+  retry = {{ attempts = 3, per_try_timeout = "500ms" }}
+
+[[clusters]]
+name = "api"
+discovery = {{ static = [{api}] }}
+balance = "p2c-peak-ewma"
+protocol = "http1"
+
+[[clusters]]
+name = "inventory"
+discovery = {{ static = [{inventory}] }}
+balance = "p2c-peak-ewma"
+protocol = "http2"
+"#,
+        api = list(Protocol::Http),
+        inventory = list(Protocol::Grpc),
+    )
+}
+
+fn backend_reports(fleet: &Fleet, proxied: &[(SocketAddr, u64)]) -> Vec<BackendReport> {
+    let handles = fleet.handles();
+    let total = |protocol| {
+        handles
+            .iter()
+            .filter(|h| h.protocol() == protocol)
+            .map(BackendHandle::served)
+            .sum::<u64>()
+    };
+    handles
+        .iter()
+        .map(|h| {
+            let served = h.served();
+            let of = total(h.protocol());
+            BackendReport {
+                name: h.name().to_owned(),
+                protocol: h.protocol(),
+                address: h.addr(),
+                served,
+                proxied: proxied
+                    .iter()
+                    .find(|(a, _)| *a == h.addr())
+                    .map(|(_, n)| *n),
+                share: if of == 0 {
+                    0.0
+                } else {
+                    served as f64 * 100.0 / of as f64
+                },
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! The demo backends' controls, which scenario events rely on: a stop is a
+//! crash (connections refused), a start comes back on the same address, and
+//! latency can be changed while serving.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_demo::backend::{Backend, Protocol};
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    // A fresh client each time: a pooled connection would hide a restart.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let response = client.get(uri).await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn http_backend_answers_names_itself_and_counts() {
+    let backend = Backend::start("api-7", Protocol::Http).expect("binds loopback");
+    let (status, body) = get(backend.addr(), "/api/items/1").await.expect("answers");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(json["backend"], "api-7");
+    assert_eq!(json["path"], "/api/items/1");
+    assert_eq!(get(backend.addr(), "/nope").await.expect("answers").0, 404);
+    assert_eq!(
+        get(backend.addr(), "/healthz").await.expect("answers").0,
+        200
+    );
+    // Only /api/ answers count as served.
+    assert_eq!(backend.served(), 1);
+}
+
+#[tokio::test]
+async fn stop_refuses_connections_and_start_comes_back_on_the_same_address() {
+    let backend = Backend::start("api-1", Protocol::Http).expect("binds loopback");
+    let addr = backend.addr();
+    backend.stop().await;
+    assert!(!backend.is_running());
+    assert!(
+        get(addr, "/api/x").await.is_err(),
+        "a stopped backend must refuse"
+    );
+    backend.start().await.expect("rebinds its port");
+    assert!(backend.is_running());
+    assert_eq!(backend.addr(), addr);
+    assert_eq!(get(addr, "/api/x").await.expect("answers again").0, 200);
+}
+
+#[tokio::test]
+async fn set_latency_slows_answers() {
+    let backend = Backend::start("api-1", Protocol::Http).expect("binds loopback");
+    backend.set_latency(Duration::from_millis(150), Duration::from_millis(150));
+    let began = Instant::now();
+    get(backend.addr(), "/api/slow").await.expect("answers");
+    assert!(
+        began.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(backend.latency().0, Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn grpc_backend_answers_get_item_and_dies_on_stop() {
+    use switchyard_demo::pb::GetItemRequest;
+    use switchyard_demo::pb::inventory_client::InventoryClient;
+
+    let backend = Backend::start("inventory-1", Protocol::Grpc).expect("binds loopback");
+    let mut client = InventoryClient::connect(format!("http://{}", backend.addr()))
+        .await
+        .expect("connects");
+    let item = client
+        .get_item(GetItemRequest {
+            sku: "sku-1".into(),
+        })
+        .await
+        .expect("GetItem succeeds")
+        .into_inner();
+    assert_eq!(item.sku, "sku-1");
+    assert_eq!(item.served_by, "inventory-1");
+    assert_eq!(backend.served(), 1);
+
+    // A crash drops the open connection too, not only the listener.
+    backend.stop().await;
+    let err = client
+        .get_item(GetItemRequest {
+            sku: "sku-2".into(),
+        })
+        .await
+        .expect_err("a stopped backend cannot answer");
+    // Unavailable when the reconnect is refused, Cancelled when the client
+    // noticed the dropped connection first; both mean the instance is gone.
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,320 @@
+//! Attempts: one request, possibly sent several times — retried after a
+//! retryable failure, or hedged after a delay — within one deadline.
+//!
+//! Safe by default: a failure that provably never reached the upstream
+//! (connect failure, refused stream) is retried for any method; anything
+//! else only for idempotent methods (RFC 9110 §9.2.2) unless the route opts
+//! non-idempotent requests in. Every retry needs the cluster's retry budget
+//! and concurrent-retry limit; every hedge needs the route's extra-load
+//! budget. A request that is already a retry at an earlier hop is not retried
+//! here (no retry amplification along a chain) unless the route says so.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use switchyard_balance::Target;
+use switchyard_config::{HedgeDelay, RetryOn, RetryPolicy};
+use switchyard_policy::{Backoff, Deadline, Permit, deadline};
+use switchyard_telemetry::Decision;
+
+use crate::{
+    body::{Body, ReplayBody},
+    cluster::{Cluster, Endpoint},
+    error::{ErrorKind, ProxyError},
+    route::Route,
+};
+
+/// The attempt number of this hop's request, sent upstream so the next hop
+/// knows whether it is handling a retry.
+pub static ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attempt");
+static TIMEOUT_HEADER: HeaderName = HeaderName::from_static(deadline::TIMEOUT_HEADER);
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static(deadline::GRPC_TIMEOUT_HEADER);
+
+/// The request line and headers, reused for every attempt.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// The request body as attempts need it.
+#[derive(Debug)]
+pub(super) enum RequestBody {
+    /// No body at all: every attempt sends an empty one.
+    Empty,
+    /// A streamed body that only one attempt can send.
+    Once(Option<Body>),
+    /// A body that later attempts can send again (while under the cap).
+    Replay(ReplayBody),
+}
+
+impl RequestBody {
+    fn next(&mut self) -> Option<Body> {
+        match self {
+            RequestBody::Empty => Some(Body::empty()),
+            RequestBody::Once(b) => b.take(),
+            RequestBody::Replay(r) => r.replay().map(Body::replay),
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Once(_) => false,
+            RequestBody::Replay(r) => r.is_complete(),
+        }
+    }
+}
+
+/// What happened, for the access log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttemptLog {
+    pub attempts: u32,
+    pub retries: u32,
+    pub hedges: u32,
+    pub endpoint: Option<SocketAddr>,
+    pub retry_refused: Option<Decision>,
+}
+
+/// Everything the attempt loop needs about one request.
+pub(super) struct Attempts<'a> {
+    pub route: &'a Route,
+    pub cluster: &'a Cluster,
+    pub head: Head,
+    pub body: RequestBody,
+    pub hash: Option<u64>,
+    pub deadline: Deadline,
+    pub grpc: bool,
+    /// The attempt number the previous hop sent (1 when absent).
+    pub incoming_attempt: u32,
+}
+
+type AttemptResult = (Arc<Endpoint>, Result<Response<Body>, ProxyError>);
+
+impl Attempts<'_> {
+    /// Runs attempts until one answer is final.
+    pub async fn run(mut self, log: &mut AttemptLog) -> Result<Response<Body>, ProxyError> {
+        let idempotent = is_idempotent(&self.head.method);
+        let policy = self
+            .route
+            .retry()
+            .filter(|p| self.incoming_attempt <= 1 || p.retry_retried);
+        let max_attempts = policy.map_or(1, |p| p.attempts.max(1));
+        if policy.is_some() {
+            self.cluster.deposit();
+        }
+        let hedge = self
+            .route
+            .hedge()
+            .filter(|_| idempotent && self.incoming_attempt <= 1 && self.body.is_complete());
+        if let Some(h) = hedge {
+            h.budget.deposit();
+        }
+        let backoff = policy.map(|p| Backoff::new(p.backoff_base, p.backoff_max));
+
+        let cluster = self.cluster;
+        let per_try = policy.and_then(|p| p.per_try_timeout);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut retry_permits: Vec<Permit> = Vec::new();
+        let (ep, req) = self.prepare(&mut tried, log, max_attempts > 1 || hedge.is_some())?;
+        in_flight.push(attempt(cluster, ep, req, per_try));
+
+        let hedge_delay = hedge.and_then(|h| match h.policy.delay {
+            HedgeDelay::Fixed(d) => Some(d),
+            HedgeDelay::Percentile(p) => self.cluster.latency_percentile(p),
+        });
+        let hedge_timer = tokio::time::sleep(hedge_delay.unwrap_or(Duration::ZERO));
+        tokio::pin!(hedge_timer);
+        let mut hedge_armed = hedge_delay.is_some();
+        let hedge_max = hedge.map_or(1, |h| h.policy.max_attempts);
+
+        loop {
+            tokio::select! {
+                Some((ep, res)) = in_flight.next() => {
+                    log.endpoint = Some(ep.addr());
+                    let Some(reason) = retry_reason(&res, policy, idempotent) else {
+                        return res;
+                    };
+                    if !in_flight.is_empty() {
+                        // Another (hedged) attempt is still running; its
+                        // answer may yet succeed.
+                        continue;
+                    }
+                    tracing::debug!(?reason, attempt = log.attempts, "attempt failed with a retryable result");
+                    if log.attempts >= max_attempts || self.deadline.expired() {
+                        return res;
+                    }
+                    match self.cluster.admit_retry() {
+                        Ok(permit) => retry_permits.push(permit),
+                        Err(why) => {
+                            log.retry_refused = Some(why);
+                            return res;
+                        }
+                    }
+                    // `backoff` is set whenever a policy allows retries.
+                    let wait = backoff.map_or(Duration::ZERO, |b| b.delay(log.retries + 1));
+                    if wait >= self.deadline.remaining() {
+                        return res;
+                    }
+                    tokio::time::sleep(wait).await;
+                    let more = log.attempts + 1 < max_attempts;
+                    let Ok((ep, req)) = self.prepare(&mut tried, log, more) else {
+                        // The body outgrew the replay cap: the failure stands.
+                        return res;
+                    };
+                    log.retries += 1;
+                    in_flight.push(attempt(cluster, ep, req, per_try));
+                }
+                _ = &mut hedge_timer, if hedge_armed => {
+                    hedge_armed = false;
+                    let h = hedge.expect("the hedge timer is armed only with a hedge policy");
+                    if log.attempts >= hedge_max {
+                        continue;
+                    }
+                    if !h.budget.withdraw() {
+                        self.cluster.decisions().count(Decision::HedgeBudgetExhausted);
+                        continue;
+                    }
+                    let more = log.attempts + 1 < hedge_max || max_attempts > log.attempts + 1;
+                    if let Ok((ep, req)) = self.prepare(&mut tried, log, more) {
+                        self.cluster.decisions().count(Decision::Hedge);
+                        log.hedges += 1;
+                        in_flight.push(attempt(cluster, ep, req, per_try));
+                        if let Some(d) = hedge_delay {
+                            if log.attempts < hedge_max {
+                                hedge_timer.as_mut().reset(tokio::time::Instant::now() + d);
+                                hedge_armed = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the next attempt for an endpoint not tried yet (when one is
+    /// left): the body view, the attempt number and the time budget.
+    fn prepare(
+        &mut self,
+        tried: &mut Vec<SocketAddr>,
+        log: &mut AttemptLog,
+        keep_head: bool,
+    ) -> Result<(Arc<Endpoint>, Request<Body>), ProxyError> {
+        let endpoint = self.cluster.pick(self.hash, tried)?;
+        let body = self
+            .body
+            .next()
+            .ok_or_else(|| ProxyError::new(ErrorKind::Internal))?;
+        tried.push(endpoint.addr());
+        log.attempts += 1;
+        let mut headers = if keep_head {
+            self.head.headers.clone()
+        } else {
+            std::mem::take(&mut self.head.headers)
+        };
+        let number = if self.incoming_attempt > 1 {
+            // Already a retry upstream of us: say so to every later hop.
+            self.incoming_attempt
+        } else {
+            log.attempts
+        };
+        headers.insert(ATTEMPT_HEADER.clone(), HeaderValue::from(number));
+        let per_try = self.route.retry().and_then(|p| p.per_try_timeout);
+        let remaining = self.deadline.remaining();
+        let budget = per_try.map_or(remaining, |t| t.min(remaining));
+        // Plain integers and grpc-timeout strings are valid header values.
+        if let Ok(v) = HeaderValue::from_str(&deadline::format_timeout_ms(budget)) {
+            headers.insert(TIMEOUT_HEADER.clone(), v);
+        }
+        if self.grpc {
+            if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(budget)) {
+                headers.insert(GRPC_TIMEOUT.clone(), v);
+            }
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = self.head.method.clone();
+        *req.uri_mut() = self.head.uri.clone();
+        *req.version_mut() = self.head.version;
+        *req.headers_mut() = headers;
+        Ok((endpoint, req))
+    }
+}
+
+/// One attempt on one endpoint, bounded by the per-try timeout.
+async fn attempt(
+    cluster: &Cluster,
+    endpoint: Arc<Endpoint>,
+    req: Request<Body>,
+    per_try: Option<Duration>,
+) -> AttemptResult {
+    let res = match per_try {
+        Some(t) => match tokio::time::timeout(t, cluster.send_to(&endpoint, req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.record_timeout(&endpoint);
+                Err(ProxyError::new(ErrorKind::Timeout).at(endpoint.addr()))
+            }
+        },
+        None => cluster.send_to(&endpoint, req).await,
+    };
+    (endpoint, res)
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has no additional effect.
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Why a result may be retried under `policy`, or `None` when it is final.
+pub fn retry_reason(
+    res: &Result<Response<Body>, ProxyError>,
+    policy: Option<&RetryPolicy>,
+    idempotent: bool,
+) -> Option<RetryOn> {
+    let p = policy?;
+    let on = |c: RetryOn| p.on.contains(&c).then_some(c);
+    let safe = idempotent || p.non_idempotent;
+    match res {
+        Err(e) => match e.kind() {
+            // Never reached the upstream: safe for every method.
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => on(RetryOn::ConnectFailure),
+            ErrorKind::RefusedStream => on(RetryOn::RefusedStream),
+            ErrorKind::UpstreamReset if safe => on(RetryOn::Reset),
+            ErrorKind::UpstreamProtocol | ErrorKind::Timeout if safe => on(RetryOn::Status5xx)
+                .or_else(|| on(RetryOn::GatewayError))
+                .or_else(|| on(RetryOn::Reset)),
+            _ => None,
+        },
+        Ok(_) if !safe => None,
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_server_error() {
+                if let Some(c) = on(RetryOn::Status5xx) {
+                    return Some(c);
+                }
+            }
+            if matches!(status.as_u16(), 502..=504) {
+                if let Some(c) = on(RetryOn::GatewayError) {
+                    return Some(c);
+                }
+            }
+            if p.status_codes.contains(&status.as_u16()) {
+                return Some(RetryOn::Status5xx);
+            }
+            match resp.headers().get("grpc-status").map(HeaderValue::as_bytes) {
+                Some(b"14") => on(RetryOn::Unavailable),
+                Some(b"8") => on(RetryOn::ResourceExhausted),
+                Some(b"4") => on(RetryOn::DeadlineExceeded),
+                Some(b"1") => on(RetryOn::Cancelled),
+                _ => None,
+            }
+        }
+    }
+}
