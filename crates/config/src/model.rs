@@ -424,7 +424,8 @@ impl Default for RetryBudget {
     }
 }
 
-/// `limits = { ... }` on a cluster; Envoy's circuit-breaker defaults.
+/// `limits = { ... }` on a cluster; Envoy's circuit-breaker defaults except
+/// for `max_retries`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// Default 1024: upstream connections across all endpoints.
@@ -433,7 +434,10 @@ pub struct Limits {
     pub max_pending: usize,
     /// Default 1024: requests in flight to the cluster.
     pub max_requests: usize,
-    /// Default 3: retries in flight to the cluster at once.
+    /// Default 256: retries in flight to the cluster at once. The retry
+    /// budget bounds the *rate* of retries; this bounds their concurrency.
+    /// (Envoy's default of 3 starves retries under any real concurrency:
+    /// a brief burst of failures then reaches clients unretried.)
     pub max_retries: usize,
 }
 
@@ -443,7 +447,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_pending: 1024,
             max_requests: 1024,
-            max_retries: 3,
+            max_retries: 256,
         }
     }
 }

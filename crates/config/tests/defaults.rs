@@ -106,7 +106,7 @@ listen = "[::1]:8080"
             max_connections: 1024,
             max_pending: 1024,
             max_requests: 1024,
-            max_retries: 3
+            max_retries: 256
         }
     );
     assert_eq!(cluster.outlier, None);

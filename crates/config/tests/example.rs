@@ -72,6 +72,7 @@ fn expected() -> Config {
         limits: Limits::default(),
         outlier: None,
         health: None,
+        panic_threshold: 0.5,
     };
     let api = ClusterConfig {
         name: "api".into(),

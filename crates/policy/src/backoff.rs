@@ -53,7 +53,10 @@ mod tests {
         let samples: Vec<Duration> = (0..1000).map(|_| b.delay(2)).collect();
         assert!(samples.iter().all(|d| *d < Duration::from_millis(200)));
         let mean = samples.iter().sum::<Duration>() / 1000;
-        assert!(mean > Duration::from_millis(80) && mean < Duration::from_millis(120), "{mean:?}");
+        assert!(
+            mean > Duration::from_millis(80) && mean < Duration::from_millis(120),
+            "{mean:?}"
+        );
         assert!(samples.iter().any(|d| *d < Duration::from_millis(20)));
     }
 }

@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout(b"100m"), Some(Duration::from_millis(100)));
+        assert_eq!(
+            parse_grpc_timeout(b"100m"),
+            Some(Duration::from_millis(100))
+        );
         assert_eq!(parse_grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
         assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_grpc_timeout(b"5u"), Some(Duration::from_micros(5)));
@@ -138,7 +141,10 @@ mod tests {
             assert!(s.len() <= 9, "{s}");
         }
         assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250000u");
-        assert_eq!(format_grpc_timeout(Duration::from_secs(3600 * 24 * 365)), "31536000S");
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(3600 * 24 * 365)),
+            "31536000S"
+        );
     }
 
     #[test]

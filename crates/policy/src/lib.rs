@@ -27,4 +27,4 @@ pub use budget::Budget;
 pub use deadline::Deadline;
 pub use latency::LatencyWindow;
 pub use limits::{Limit, Permit};
-pub use outlier::{EndpointHealth, HealthState, OutlierSettings, Outcome};
+pub use outlier::{EndpointHealth, HealthState, Outcome, OutlierSettings};

@@ -185,7 +185,9 @@ impl EndpointHealth {
     }
 
     fn eject_for(&self, d: Duration) {
-        let until = self.now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
         self.ejected_until.store(until, Ordering::Release);
         self.ejections.fetch_add(1, Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
@@ -233,16 +235,16 @@ impl EndpointHealth {
                 let c = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
                 let failed = self.window_failed.fetch_add(1, Ordering::Relaxed) + 1;
                 let total = failed + self.window_ok.load(Ordering::Relaxed);
-                let reason = if settings.consecutive_failures > 0 && c >= settings.consecutive_failures
-                {
-                    EjectReason::ConsecutiveFailures
-                } else if settings.failure_rate.is_some_and(|r| {
-                    total >= MIN_REQUESTS_FOR_RATE && f64::from(failed) / f64::from(total) >= r
-                }) {
-                    EjectReason::FailureRate
-                } else {
-                    return None;
-                };
+                let reason =
+                    if settings.consecutive_failures > 0 && c >= settings.consecutive_failures {
+                        EjectReason::ConsecutiveFailures
+                    } else if settings.failure_rate.is_some_and(|r| {
+                        total >= MIN_REQUESTS_FOR_RATE && f64::from(failed) / f64::from(total) >= r
+                    }) {
+                        EjectReason::FailureRate
+                    } else {
+                        return None;
+                    };
                 if !may_eject() {
                     return None;
                 }
@@ -255,7 +257,9 @@ impl EndpointHealth {
                 {
                     return None;
                 }
-                let d = self.ejection_time(settings).max(d.min(settings.max_ejection));
+                let d = self
+                    .ejection_time(settings)
+                    .max(d.min(settings.max_ejection));
                 self.eject_for(d);
                 Some(Transition::Ejected {
                     duration: d,
@@ -286,7 +290,8 @@ impl EndpointHealth {
         if !self.active_known.swap(true, Ordering::AcqRel) {
             // The first result decides at once: a dead endpoint at start-up
             // should not wait for `unhealthy` intervals.
-            self.active_run.store(if ok { 1 } else { -1 }, Ordering::Relaxed);
+            self.active_run
+                .store(if ok { 1 } else { -1 }, Ordering::Relaxed);
             self.active_healthy.store(ok, Ordering::Release);
             return (was != ok).then_some(if ok {
                 Transition::Healthy
@@ -345,7 +350,10 @@ mod tests {
         assert!(h.on_dispatch(), "first request is the probe");
         assert!(!h.available(), "only one probe at a time");
         assert!(!h.on_dispatch());
-        assert_eq!(h.record(Outcome::Success, &s, || true), Some(Transition::Restored));
+        assert_eq!(
+            h.record(Outcome::Success, &s, || true),
+            Some(Transition::Restored)
+        );
         assert!(h.available());
         assert_eq!(h.state(), HealthState::Healthy);
     }
@@ -383,7 +391,9 @@ mod tests {
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(61)).await;
             assert!(h.on_dispatch());
-            if let Some(Transition::ProbeFailed { duration }) = h.record(Outcome::Failure, &s, || true) {
+            if let Some(Transition::ProbeFailed { duration }) =
+                h.record(Outcome::Failure, &s, || true)
+            {
                 last = duration;
             }
         }
@@ -410,7 +420,11 @@ mod tests {
         };
         let mut t = None;
         for i in 0..20 {
-            let o = if i % 2 == 0 { Outcome::Success } else { Outcome::Failure };
+            let o = if i % 2 == 0 {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
             if let Some(x) = h.record(o, &s, || true) {
                 t = Some(x);
                 break;

@@ -26,6 +26,7 @@ async fn run(addr: SocketAddr, n: usize, key: Option<&str>) -> Vec<String> {
             req.headers_mut()
                 .insert("x-user", format!("{k}-{i}").parse().unwrap());
         }
+        tx.ready().await.expect("proxy keeps the connection open");
         let resp = tx.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         seen.push(resp.headers()["x-backend"].to_str().unwrap().to_owned());

@@ -137,6 +137,7 @@ listen = "127.0.0.1:0"
     for _ in 0..1000 {
         let mut req = request(Method::GET, "/", Bytes::new());
         req.headers_mut().insert("host", "svc".parse().unwrap());
+        tx.ready().await.expect("proxy keeps the connection open");
         let resp = tx.send_request(req).await.unwrap();
         http_body_util::BodyExt::collect(resp.into_body())
             .await

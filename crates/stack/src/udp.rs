@@ -55,10 +55,12 @@ pub async fn serve_udp(
         let existing = lock(&flows).get(&client).cloned();
         let upstream = match existing {
             Some(u) => u,
-            None => match open_flow(&socket, &flows, &cluster, client, session_timeout, &watch).await {
-                Some(u) => u,
-                None => continue,
-            },
+            None => {
+                match open_flow(&socket, &flows, &cluster, client, session_timeout, &watch).await {
+                    Some(u) => u,
+                    None => continue,
+                }
+            }
         };
         if let Err(e) = upstream.send(&buf[..n]).await {
             debug!(%client, error = %e, "udp send upstream failed");

@@ -155,7 +155,10 @@ impl ClusterMetrics {
 
     /// Every decision with its count, for the admin API.
     pub fn all(&self) -> Vec<(&'static str, u64)> {
-        Decision::ALL.iter().map(|d| (d.as_str(), self.get(*d))).collect()
+        Decision::ALL
+            .iter()
+            .map(|d| (d.as_str(), self.get(*d)))
+            .collect()
     }
 }
 

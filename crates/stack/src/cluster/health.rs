@@ -42,13 +42,22 @@ pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
 }
 
 /// One check of one endpoint; `true` when healthy.
-pub async fn check(addr: SocketAddr, cluster: &str, protocol: UpstreamProtocol, hc: &HealthCheck) -> bool {
+pub async fn check(
+    addr: SocketAddr,
+    cluster: &str,
+    protocol: UpstreamProtocol,
+    hc: &HealthCheck,
+) -> bool {
     let result = tokio::time::timeout(hc.timeout, async {
         match &hc.kind {
-            HealthCheckKind::Tcp => connect(addr, hc.timeout).await.map(|_| true).map_err(|e| e.to_string()),
-            HealthCheckKind::Http { path, expected_statuses } => {
-                http_check(addr, cluster, protocol, path, expected_statuses, hc.timeout).await
-            }
+            HealthCheckKind::Tcp => connect(addr, hc.timeout)
+                .await
+                .map(|_| true)
+                .map_err(|e| e.to_string()),
+            HealthCheckKind::Http {
+                path,
+                expected_statuses,
+            } => http_check(addr, cluster, protocol, path, expected_statuses, hc.timeout).await,
             HealthCheckKind::Grpc { service } => grpc_check(addr, service, hc.timeout).await,
         }
     })
@@ -85,7 +94,10 @@ async fn http_check(
                 .header("user-agent", "switchyard-health")
                 .body(Body::empty())
                 .map_err(|e| e.to_string())?;
-            tx.send_request(req).await.map_err(|e| e.to_string())?.status()
+            tx.send_request(req)
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
         }
         UpstreamProtocol::Http2 => {
             let (mut tx, conn) = http2::handshake(TokioExecutor::new(), io)
@@ -96,7 +108,10 @@ async fn http_check(
                 .header("user-agent", "switchyard-health")
                 .body(Body::empty())
                 .map_err(|e| e.to_string())?;
-            tx.send_request(req).await.map_err(|e| e.to_string())?.status()
+            tx.send_request(req)
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
         }
     };
     Ok(if expected.is_empty() {
@@ -107,7 +122,9 @@ async fn http_check(
 }
 
 async fn grpc_check(addr: SocketAddr, service: &str, timeout: Duration) -> Result<bool, String> {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(timeout)

@@ -189,7 +189,11 @@ impl Cluster {
     }
 
     /// Picks an endpoint, preferring ones not in `avoid`.
-    pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError> {
+    pub fn pick(
+        &self,
+        hash: Option<u64>,
+        avoid: &[SocketAddr],
+    ) -> Result<Arc<Endpoint>, ProxyError> {
         self.balancer
             .pick(&Pick { hash, avoid })
             .ok_or_else(|| ProxyError::new(ErrorKind::NoEndpoints))
@@ -221,7 +225,14 @@ impl Cluster {
                 if !failed {
                     self.latency.record(elapsed);
                 }
-                self.record(endpoint, if failed { Outcome::Failure } else { Outcome::Success });
+                self.record(
+                    endpoint,
+                    if failed {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    },
+                );
                 let (parts, body) = resp.into_parts();
                 let guard = ResponseGuard::new(checkin, in_flight, Some(request_permit));
                 Ok(Response::from_parts(parts, Body::upstream(body, guard)))
@@ -292,7 +303,11 @@ impl Cluster {
     }
 
     /// Picks an endpoint and sends the request there.
-    pub async fn send(&self, req: Request<Body>, hash: Option<u64>) -> Result<Response<Body>, ProxyError> {
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        hash: Option<u64>,
+    ) -> Result<Response<Body>, ProxyError> {
         let endpoint = self.pick(hash, &[])?;
         self.send_to(&endpoint, req).await
     }

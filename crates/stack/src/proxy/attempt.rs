@@ -318,3 +318,148 @@ pub fn retry_reason(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use switchyard_config::RetryPolicy;
+
+    use super::*;
+
+    fn policy(on: &[RetryOn], non_idempotent: bool) -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            per_try_timeout: None,
+            on: on.to_vec(),
+            status_codes: vec![429],
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            non_idempotent,
+            max_replay_bytes: 65536,
+            retry_retried: false,
+        }
+    }
+
+    fn status(code: u16) -> Result<Response<Body>, ProxyError> {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::from_u16(code).unwrap();
+        Ok(r)
+    }
+
+    fn grpc(code: &'static str) -> Result<Response<Body>, ProxyError> {
+        let mut r = Response::new(Body::empty());
+        r.headers_mut()
+            .insert("grpc-status", HeaderValue::from_static(code));
+        Ok(r)
+    }
+
+    fn err(kind: ErrorKind) -> Result<Response<Body>, ProxyError> {
+        Err(ProxyError::new(kind))
+    }
+
+    #[test]
+    fn no_policy_never_retries() {
+        assert_eq!(
+            retry_reason(&err(ErrorKind::ConnectFailed), None, true),
+            None
+        );
+    }
+
+    #[test]
+    fn unsent_failures_are_retried_for_any_method() {
+        let p = policy(&[RetryOn::ConnectFailure, RetryOn::RefusedStream], false);
+        assert_eq!(
+            retry_reason(&err(ErrorKind::ConnectFailed), Some(&p), false),
+            Some(RetryOn::ConnectFailure)
+        );
+        assert_eq!(
+            retry_reason(&err(ErrorKind::ConnectTimeout), Some(&p), false),
+            Some(RetryOn::ConnectFailure)
+        );
+        assert_eq!(
+            retry_reason(&err(ErrorKind::RefusedStream), Some(&p), false),
+            Some(RetryOn::RefusedStream)
+        );
+    }
+
+    #[test]
+    fn maybe_sent_failures_need_idempotency_or_opt_in() {
+        let p = policy(&[RetryOn::Reset, RetryOn::Status5xx], false);
+        assert_eq!(
+            retry_reason(&err(ErrorKind::UpstreamReset), Some(&p), false),
+            None
+        );
+        assert_eq!(
+            retry_reason(&err(ErrorKind::UpstreamReset), Some(&p), true),
+            Some(RetryOn::Reset)
+        );
+        assert_eq!(retry_reason(&status(500), Some(&p), false), None);
+        assert_eq!(
+            retry_reason(&status(500), Some(&p), true),
+            Some(RetryOn::Status5xx)
+        );
+        let opted = policy(&[RetryOn::Reset], true);
+        assert_eq!(
+            retry_reason(&err(ErrorKind::UpstreamReset), Some(&opted), false),
+            Some(RetryOn::Reset)
+        );
+    }
+
+    #[test]
+    fn status_and_grpc_conditions() {
+        let p = policy(&[RetryOn::GatewayError, RetryOn::Unavailable], false);
+        assert_eq!(
+            retry_reason(&status(503), Some(&p), true),
+            Some(RetryOn::GatewayError)
+        );
+        assert_eq!(retry_reason(&status(500), Some(&p), true), None);
+        assert_eq!(
+            retry_reason(&status(429), Some(&p), true),
+            Some(RetryOn::Status5xx)
+        );
+        assert_eq!(retry_reason(&status(200), Some(&p), true), None);
+        assert_eq!(
+            retry_reason(&grpc("14"), Some(&p), true),
+            Some(RetryOn::Unavailable)
+        );
+        assert_eq!(retry_reason(&grpc("8"), Some(&p), true), None);
+        assert_eq!(retry_reason(&grpc("0"), Some(&p), true), None);
+    }
+
+    #[test]
+    fn overload_and_expired_deadlines_are_final() {
+        let p = policy(
+            &[RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status5xx],
+            true,
+        );
+        assert_eq!(
+            retry_reason(&err(ErrorKind::Overloaded), Some(&p), true),
+            None
+        );
+        assert_eq!(
+            retry_reason(&err(ErrorKind::DeadlineExpired), Some(&p), true),
+            None
+        );
+        assert_eq!(
+            retry_reason(&err(ErrorKind::NoEndpoints), Some(&p), true),
+            None
+        );
+    }
+
+    #[test]
+    fn idempotent_methods_per_rfc_9110() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+}

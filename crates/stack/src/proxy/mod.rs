@@ -106,7 +106,16 @@ impl HttpProxy {
         let elapsed = started.elapsed();
         route.metrics().record(resp.status().as_u16(), elapsed);
         if self.access_log {
-            access_log(&self.listener, route, cluster, &method, &path, resp.status().as_u16(), elapsed, &log);
+            access_log(
+                &self.listener,
+                route,
+                cluster,
+                &method,
+                &path,
+                resp.status().as_u16(),
+                elapsed,
+                &log,
+            );
         }
         resp
     }
@@ -167,7 +176,9 @@ impl HttpProxy {
         let body = if http_body::Body::is_end_stream(&body) {
             RequestBody::Empty
         } else if wants_replay {
-            let cap = route.retry().map_or(DEFAULT_REPLAY_CAP, |p| p.max_replay_bytes);
+            let cap = route
+                .retry()
+                .map_or(DEFAULT_REPLAY_CAP, |p| p.max_replay_bytes);
             RequestBody::Replay(ReplayBody::new(body, cap))
         } else {
             RequestBody::Once(Some(Body::incoming(body)))

@@ -402,7 +402,11 @@ pub struct ResponseGuard {
 }
 
 impl ResponseGuard {
-    pub(crate) fn new(checkin: Option<Checkin>, in_flight: InFlight, request: Option<Permit>) -> Self {
+    pub(crate) fn new(
+        checkin: Option<Checkin>,
+        in_flight: InFlight,
+        request: Option<Permit>,
+    ) -> Self {
         Self {
             checkin,
             _in_flight: in_flight,
