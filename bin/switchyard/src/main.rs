@@ -48,6 +48,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the service registry (HTTP+JSON API with blocking-query watches).
+    Registry {
+        /// Address to listen on; anything beyond loopback needs --token-file.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: std::net::SocketAddr,
+        /// Where registrations live: embedded:DIR (durable, one process) or
+        /// etcd:URL,URL,... (any number of registry processes).
+        #[arg(long, default_value = "embedded:switchyard-registry")]
+        store: switchyard_registry::StoreSpec,
+        /// File holding the bearer token that writes must present.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Bring up a whole local system (backends, proxy, load) and report.
     Demo {
         /// How long the load runs, e.g. "12s", "1m".
@@ -97,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let level = cli.log_level.unwrap_or_else(|| cfg.log.level.clone());
-            switchyard_telemetry::logging::init(&level, format.or(cfg.log.format))?;
+            let _log = switchyard_telemetry::logging::init(&level, format.or(cfg.log.format))?;
             let runtime = runtime(cfg.runtime.workers)?;
             let drained = runtime.block_on(async {
                 let proxy = switchyard_proxy::Proxy::bind(cfg).await?;
@@ -108,13 +121,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Registry {
+            listen,
+            store,
+            token_file,
+        } => {
+            let level = cli.log_level.unwrap_or_else(|| "info".to_owned());
+            let _log = switchyard_telemetry::logging::init(&level, format)?;
+            let token = match token_file {
+                Some(path) => Some(read_token(&path)?),
+                None => None,
+            };
+            let runtime = runtime(None)?;
+            runtime.block_on(async {
+                let server =
+                    switchyard_registry::RegistryServer::bind(switchyard_registry::ServerOptions {
+                        listen,
+                        store,
+                        token,
+                    })
+                    .await?;
+                server.run(shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo {
             duration,
             rate,
             quiet,
         } => {
             let level = cli.log_level.unwrap_or_else(|| "warn".to_owned());
-            switchyard_telemetry::logging::init(&level, format.or(Some(LogFormat::Text)))?;
+            let _log =
+                switchyard_telemetry::logging::init(&level, format.or(Some(LogFormat::Text)))?;
             let runtime = runtime(None)?;
             let report = runtime.block_on(switchyard_demo::run(switchyard_demo::DemoOptions {
                 duration,
@@ -130,6 +169,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The token is the file's content without surrounding whitespace (so a
+/// trailing newline from `echo` does not become part of it).
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token.to_owned())
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

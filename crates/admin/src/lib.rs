@@ -1,28 +1,44 @@
-//! The admin listener: what an operator (or an orchestrator) asks a running
-//! Switchyard process.
+//! The admin listener: what an operator (or an orchestrator, or a browser)
+//! asks a running Switchyard process.
 //!
 //! # Layout
-//! - `GET /ready`: 200 once every listener is serving, 503 while starting or
-//!   draining — for load balancers and Kubernetes readiness probes.
-//! - `GET /live`: 200 while the process is up — for liveness probes.
-//! - `GET /metrics`: Prometheus text exposition.
-//! - `GET /clusters`: every cluster with its endpoints, their state and load.
-//! - `GET /config`: the effective configuration, defaults filled in.
+//! - `lib.rs`: [`AdminState`], the router and the small endpoints:
+//!   - `GET /ready`: 200 once every listener is serving, 503 while starting
+//!     or draining — for load balancers and Kubernetes readiness probes.
+//!   - `GET /live`: 200 while the process is up — for liveness probes.
+//!   - `GET /metrics`: Prometheus text exposition (docs/metrics.md).
+//!   - `GET /clusters`: every cluster with its endpoints, their state and load.
+//!   - `GET /config`: the effective configuration, defaults filled in.
+//! - `routes.rs`: `GET /routes`, each listener's routes in match order.
+//! - `feed.rs` + `sample.rs`: `GET /events`, a server-sent-events feed with a
+//!   snapshot every second (rates, percentiles, endpoint states, recent state
+//!   changes), and `GET /snapshot`, the latest one as plain JSON.
+//! - `dashboard.rs` + `assets/`: the dashboard at `/`, built into the binary.
+//! - `auth.rs`: the bearer token, required beyond loopback.
 //!
 //! Loopback by default (see `switchyard_config::AdminConfig`).
 
+mod auth;
+mod dashboard;
+mod feed;
+mod routes;
+mod sample;
+
 use std::{
+    future::IntoFuture,
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{
     Json, Router,
     extract::State,
     http::{StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -32,6 +48,10 @@ use switchyard_stack::cluster::{Cluster, ClusterSnapshot};
 use switchyard_telemetry::Metrics;
 use tokio::net::TcpListener;
 
+pub use auth::{TOKEN_ENV, Token, TokenError};
+pub use dashboard::DASHBOARD_PATH;
+pub use feed::FEED_INTERVAL;
+
 /// Shared state the admin endpoints read.
 #[derive(Debug)]
 pub struct AdminState {
@@ -39,6 +59,10 @@ pub struct AdminState {
     pub clusters: Vec<Arc<Cluster>>,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
+    token: Option<Token>,
+    /// Bound listener addresses (a port 0 in the config becomes a real one).
+    listeners: Vec<(String, SocketAddr)>,
+    feed: feed::Feed,
 }
 
 impl AdminState {
@@ -48,7 +72,30 @@ impl AdminState {
             clusters,
             metrics,
             ready: AtomicBool::new(false),
+            token: None,
+            listeners: Vec::new(),
+            feed: feed::Feed::new(FEED_INTERVAL),
         }
+    }
+
+    /// Requires this bearer token on every endpoint but `/live`, `/ready`
+    /// and the dashboard's static files.
+    pub fn with_token(mut self, token: Option<Token>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The addresses listeners actually bound, shown by `/routes` and the
+    /// dashboard instead of the configured ones.
+    pub fn with_listener_addrs(mut self, listeners: Vec<(String, SocketAddr)>) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
+    /// How often the live feed samples (default [`FEED_INTERVAL`]).
+    pub fn with_feed_interval(mut self, interval: Duration) -> Self {
+        self.feed = feed::Feed::new(interval);
+        self
     }
 
     /// Marks the process ready (listeners serving) or not (draining).
@@ -60,46 +107,64 @@ impl AdminState {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// The address a listener bound, or its configured one.
+    fn listener_addr(&self, name: &str, configured: SocketAddr) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(configured, |(_, a)| *a)
+    }
+
     /// Copies live cluster state into the gauges just before a scrape.
     fn refresh_gauges(&self) {
-        use switchyard_telemetry::metrics::{ClusterLabels, EndpointLabels};
+        use switchyard_telemetry::metrics::{
+            ClusterLabels, ENDPOINT_STATES, EndpointLabels, EndpointStateLabels,
+        };
+        let m = &self.metrics;
         for c in &self.clusters {
             let snap = c.snapshot();
             let cl = ClusterLabels {
                 cluster: snap.name.clone(),
             };
             let open: usize = snap.endpoints.iter().map(|e| e.connections_open).sum();
-            self.metrics
-                .upstream_connections
+            m.upstream_connections.get_or_create(&cl).set(to_i64(open));
+            m.endpoints
                 .get_or_create(&cl)
-                .set(i64::try_from(open).unwrap_or(i64::MAX));
-            self.metrics
-                .endpoints
-                .get_or_create(&cl)
-                .set(i64::try_from(snap.endpoints.len()).unwrap_or(i64::MAX));
+                .set(to_i64(snap.endpoints.len()));
             for e in &snap.endpoints {
+                let endpoint = e.address.to_string();
                 let el = EndpointLabels {
                     cluster: snap.name.clone(),
-                    endpoint: e.address.to_string(),
+                    endpoint: endpoint.clone(),
                 };
-                self.metrics
-                    .endpoint_in_flight
+                m.endpoint_in_flight
                     .get_or_create(&el)
                     .set(i64::from(e.in_flight));
-                self.metrics
-                    .endpoint_available
+                m.endpoint_available
                     .get_or_create(&el)
                     .set(i64::from(e.available));
-                self.metrics
-                    .endpoint_latency_ewma
+                m.endpoint_latency_ewma
                     .get_or_create(&el)
                     .set(e.latency_ewma_ms / 1000.0);
+                for state in ENDPOINT_STATES {
+                    m.endpoint_state
+                        .get_or_create(&EndpointStateLabels {
+                            cluster: snap.name.clone(),
+                            endpoint: endpoint.clone(),
+                            state: state.to_owned(),
+                        })
+                        .set(i64::from(e.state == state));
+                }
             }
         }
     }
 }
 
-/// The admin routes.
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The admin routes, behind the token check.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/ready", get(ready))
@@ -107,18 +172,47 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/clusters", get(clusters))
         .route("/config", get(config))
+        .route("/routes", get(routes::routes))
+        .route("/events", get(feed::events))
+        .route("/snapshot", get(feed::snapshot))
+        .merge(dashboard::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .with_state(state)
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// Serves the admin API on `listener` until `shutdown` resolves; also runs
+/// the live feed's sampler, whose end closes open `/events` streams so that
+/// they do not hold the graceful shutdown open.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(feed::run(state.clone(), stop_rx.clone()));
+    let mut server_stop = stop_rx;
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            // Resolves when `stop_tx` sends or is dropped.
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            server.await
+        }
+    };
+    // The server may also end on its own (an accept error); the sampler
+    // stops either way.
+    let _ = stop_tx.send(true);
+    let _ = sampler.await;
+    result
 }
 
 /// Binds the admin address.

@@ -147,6 +147,17 @@ impl Load {
         }
     }
 
+    /// Replaces the estimate with `rtt`, e.g. when an endpoint comes back
+    /// from an ejection: the penalty of its failures says nothing about the
+    /// restarted process, and keeping it would shut the endpoint out until
+    /// the estimate decays.
+    pub fn reset(&self, rtt: Duration) {
+        let now = self.shared.now_ms(Instant::now);
+        self.shared
+            .estimate
+            .store(pack(nanos_f32(rtt), now), Ordering::Release);
+    }
+
     /// Peak-EWMA cost: the decayed RTT estimate in nanoseconds times
     /// `in_flight + 1`, so queueing at an endpoint raises its cost before
     /// any slow response comes back.

@@ -142,6 +142,22 @@ pub fn format_duration(d: Duration) -> String {
     format!("{nanos}ns")
 }
 
+/// Serializes a duration in the configuration's own text form ("250ms"), so
+/// that `/config` shows what an operator would write.
+pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+pub(crate) fn serialize_opt<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,21 +234,5 @@ mod tests {
             parse_duration(&format_duration(Duration::MAX)),
             Ok(Duration::MAX)
         );
-    }
-}
-
-/// Serializes a duration in the configuration's own text form ("250ms"), so
-/// that `/config` shows what an operator would write.
-pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_duration(*d))
-}
-
-pub(crate) fn serialize_opt<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&format_duration(*d)),
-        None => s.serialize_none(),
     }
 }

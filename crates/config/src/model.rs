@@ -5,7 +5,7 @@
 //! `SocketAddr`s. Each default sits next to its field with the reason for its
 //! value; `docs/configuration.md` repeats them for operators.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Serialize;
 
@@ -15,6 +15,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
+    /// `[tracing]`: absent means no traces are exported (context is still
+    /// propagated so that traces stay connected across this hop).
+    pub tracing: Option<TracingConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
 }
@@ -26,12 +29,20 @@ pub struct AdminConfig {
     /// read the configuration or metrics unless the operator opts in; 9901 is
     /// the port operators already know from Envoy.
     pub listen: SocketAddr,
+    /// Default `None`: a file holding the bearer token that every admin
+    /// endpoint except `/live` and `/ready` then requires. Without it the
+    /// token comes from `SWITCHYARD_ADMIN_TOKEN`; the proxy refuses to start
+    /// with `listen` beyond loopback and neither. A file rather than a value
+    /// in the config, so that the config can be shown (`/config`) and
+    /// committed without the secret.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_file: None,
         }
     }
 }
@@ -87,6 +98,52 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `[tracing]`: OpenTelemetry traces exported over OTLP.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TracingConfig {
+    /// Required: the collector, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318/v1/traces` (HTTP).
+    pub otlp_endpoint: String,
+    /// Default `grpc`: OTLP/gRPC is what every collector (Jaeger, Tempo, the
+    /// OpenTelemetry Collector) accepts on 4317.
+    pub protocol: OtlpProtocol,
+    /// Default `"switchyard"`: the `service.name` resource attribute.
+    pub service_name: String,
+    /// Default 0.1: fraction of new traces (without a sampled parent) that
+    /// are recorded. A proxy sees every request of a system, so recording all
+    /// of them costs more than most backends want; callers' sampling
+    /// decisions are always honoured (parent-based).
+    pub sample_ratio: f64,
+    /// Default 4096: spans waiting for export; when the collector is slow or
+    /// down, further spans are dropped and counted instead of blocking or
+    /// growing memory.
+    pub queue_size: usize,
+    /// Default 512: spans per export request (the OpenTelemetry SDK default).
+    pub batch_size: usize,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            protocol: OtlpProtocol::Grpc,
+            service_name: "switchyard".to_owned(),
+            sample_ratio: 0.1,
+            queue_size: 4096,
+            batch_size: 512,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC.
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies.
+    Http,
 }
 
 /// `[[listeners]]`: a socket the proxy accepts on.

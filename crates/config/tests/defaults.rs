@@ -34,6 +34,16 @@ fn admin_only_is_valid() {
 }
 
 #[test]
+fn admin_token_file_is_optional() {
+    assert_eq!(parse_ok("").admin.token_file, None);
+    let config = parse_ok("[admin]\ntoken_file = \"/run/secrets/admin\"\n");
+    assert_eq!(
+        config.admin.token_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/admin"))
+    );
+}
+
+#[test]
 fn top_level_sections_read_every_key() {
     let config = parse_ok(
         r#"
@@ -317,5 +327,40 @@ fn single_method_string_is_accepted() {
     assert_eq!(
         parse_ok(&source).listeners[0].routes[0].matcher.methods,
         ["POST"]
+    );
+}
+
+#[test]
+fn tracing_section_defaults_and_errors() {
+    let cfg = switchyard_config::parse(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let t = cfg.tracing.expect("tracing configured");
+    assert_eq!(t.protocol, switchyard_config::OtlpProtocol::Grpc);
+    assert_eq!(t.sample_ratio, 0.1);
+    assert_eq!(t.queue_size, 4096);
+    assert_eq!(t.service_name, "switchyard");
+    assert!(
+        switchyard_config::parse("", "t.toml")
+            .unwrap()
+            .tracing
+            .is_none()
+    );
+    let errs = switchyard_config::parse(
+        "[tracing]\notlp_endpoint = \"127.0.0.1:4317\"\nsample_ratio = 2.0\nprotocol = \"udp\"\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    assert_eq!(errs.errors.len(), 3, "{errs}");
+    let missing =
+        switchyard_config::parse("[tracing]\nsample_ratio = 0.5\n", "t.toml").unwrap_err();
+    assert!(
+        missing
+            .errors
+            .iter()
+            .any(|e| e.path.contains("otlp_endpoint")),
+        "{missing}"
     );
 }

@@ -167,6 +167,21 @@ fn invalid_socket_addresses() {
 }
 
 #[test]
+fn admin_token_file_must_be_a_non_empty_string() {
+    for bad in ["\"\"", "42"] {
+        let (line, _, path, kind) = single(&format!("[admin]\ntoken_file = {bad}\n"));
+        assert_eq!((line, path.as_str()), (2, "admin.token_file"), "{bad}");
+        assert!(
+            matches!(
+                kind,
+                ErrorKind::InvalidValue { .. } | ErrorKind::WrongType { .. }
+            ),
+            "{bad}: {kind:?}"
+        );
+    }
+}
+
+#[test]
 fn invalid_values_in_ranges_and_choices() {
     let cases = [
         ("[runtime]\nworkers = 0\n", "runtime.workers"),

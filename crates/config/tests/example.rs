@@ -113,9 +113,11 @@ fn expected() -> Config {
     Config {
         admin: AdminConfig {
             listen: addr("127.0.0.1:9901"),
+            token_file: None,
         },
         runtime: RuntimeConfig::default(),
         log: LogConfig::default(),
+        tracing: None,
         listeners: vec![public, cache],
         clusters: vec![redis, api],
     }

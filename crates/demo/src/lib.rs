@@ -1,6 +1,6 @@
 //! `switchyard demo`: a whole local system in one process — HTTP and gRPC
 //! backends, the Switchyard proxy in front of them, and a load generator —
-//! run through a scenario, with live figures and a final report.
+//! run through a chaos script, with live figures and a final report.
 //!
 //! Everything listens on loopback ephemeral ports; nothing leaves the host.
 //! The proxy is configured from TOML text parsed by `switchyard_config`, the
@@ -10,19 +10,29 @@
 //! - `lib.rs`: [`DemoOptions`], [`DemoError`] and [`run`], which wires the
 //!   parts together and owns the lifecycle (start, play, drain, stop).
 //! - [`backend`]: the demo backends (`api-N` over HTTP, `inventory-N` over
-//!   gRPC) and their [`BackendHandle`]s: stop, start, set latency.
+//!   gRPC) and their [`BackendHandle`]s: stop, start, latency, error rate.
+//! - `config.rs`: the proxy configuration, with retries, hedging, outlier
+//!   ejection and health checks on.
+//! - [`chaos`]: the default timeline — kill, stall and brown-out backends
+//!   one after the other, then bring them back.
+//! - [`scenario`]: timelines of [`Action`]s and how each is applied.
 //! - `load.rs`: the open-loop, bounded load generator and the per-second
 //!   live line.
 //! - `stats.rs`: the recorder request tasks write into: counts, latency
 //!   histograms, per-second windows.
-//! - [`report`]: [`DemoReport`] and its rendering as the final summary.
-//! - [`scenario`]: the timeline of events applied while the demo runs.
+//! - [`resilience`]: the proxy's decisions and endpoint states, read from
+//!   its clusters' snapshots.
+//! - [`report`]: [`DemoReport`], its verdict and its rendering as the final
+//!   summary.
 //! - `proto/switchyard/demo/v1/inventory.proto`: the gRPC service, compiled
 //!   by `build.rs` without a system `protoc`.
 
 pub mod backend;
+pub mod chaos;
+mod config;
 mod load;
 pub mod report;
+pub mod resilience;
 pub mod scenario;
 mod stats;
 
@@ -34,8 +44,10 @@ use switchyard_proxy::{Proxy, StartError};
 
 pub use backend::{BackendHandle, Fleet, Protocol};
 pub use report::{BackendReport, DemoReport};
+pub use resilience::{ClusterResilience, Decisions, EndpointResilience};
 pub use scenario::{Action, Scenario};
 
+use resilience::ProxyView;
 use scenario::Stage;
 use stats::Recorder;
 
@@ -48,11 +60,23 @@ pub mod pb {
 /// The proxy listener all load goes through.
 const LISTENER: &str = "public";
 
+/// The proxy's clusters: `api` (HTTP backends) and `inventory` (gRPC).
+const CLUSTERS: [&str; 2] = ["api", "inventory"];
+
+/// The cluster serving backends of `protocol`.
+pub fn cluster_of(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Http => CLUSTERS[0],
+        Protocol::Grpc => CLUSTERS[1],
+    }
+}
+
 /// How to run the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// How long load runs. Default 12s: long enough for a dozen live lines
-    /// and, later, for faults and recovery to show.
+    /// How long load runs. Default 12s (the CLI's default too): a dozen live
+    /// lines, and room for each fault of the chaos script to be noticed,
+    /// routed around and recovered from; the script scales with it.
     pub duration: Duration,
     /// Target requests per second across all load. Default 400: visible
     /// balancing within a second, light enough for a laptop or CI runner.
@@ -66,6 +90,9 @@ pub struct DemoOptions {
     pub live: bool,
     /// The proxy's admin endpoint. Default `None`: 127.0.0.1 on a free port.
     pub admin: Option<SocketAddr>,
+    /// Play the chaos script ([`chaos::scenario`]). Default true; false runs
+    /// steady load only.
+    pub chaos: bool,
 }
 
 impl Default for DemoOptions {
@@ -77,6 +104,7 @@ impl Default for DemoOptions {
             grpc_backends: 2,
             live: true,
             admin: None,
+            chaos: true,
         }
     }
 }
@@ -106,9 +134,14 @@ pub enum DemoError {
     Scenario(String),
 }
 
-/// Runs the demo: steady load for `opts.duration`.
+/// Runs the demo: load for `opts.duration`, with the chaos script unless
+/// `opts.chaos` is false.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
-    let scenario = Scenario::steady(opts.duration);
+    let scenario = if opts.chaos {
+        chaos::scenario(opts.duration, opts.http_backends, opts.grpc_backends)?
+    } else {
+        Scenario::steady(opts.duration)
+    };
     run_scenario(opts, &scenario).await
 }
 
@@ -126,10 +159,12 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         .listener_addr(LISTENER)
         .ok_or(DemoError::NoListener(LISTENER))?;
     let admin = proxy.admin_addr();
-    let clusters: Vec<_> = ["api", "inventory"]
-        .iter()
-        .filter_map(|name| proxy.cluster(name))
-        .collect();
+    let view = ProxyView::new(
+        CLUSTERS
+            .iter()
+            .filter_map(|name| proxy.cluster(name))
+            .collect(),
+    );
     if opts.live {
         say(&format!(
             "switchyard demo: {} HTTP backends, {} gRPC backends behind the proxy on {public}",
@@ -141,7 +176,14 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
     }
 
     let recorder = Arc::new(Recorder::new());
-    let mut stage = Stage::new(&fleet, public, recorder.clone(), opts.rate, opts.live);
+    let mut stage = Stage::new(
+        &fleet,
+        public,
+        recorder.clone(),
+        view.clone(),
+        opts.rate,
+        opts.live,
+    );
     let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
     // The proxy serves in this task, joined with the scenario, so that it is
     // always shut down and drained whatever the scenario's outcome.
@@ -151,18 +193,21 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
     });
     let play = async {
         let played = scenario::play(scenario, &mut stage).await;
-        // Taken before shutdown: the proxy's per-endpoint counts.
-        let proxied: Vec<(SocketAddr, u64)> = clusters
-            .iter()
-            .flat_map(|c| c.snapshot().endpoints)
-            .map(|e| (e.address, e.requests))
-            .collect();
+        // Taken before shutdown, which stops health checks: the decisions
+        // and endpoint states as the load saw them.
+        let resilience = view.snapshot(|addr| {
+            fleet
+                .handles()
+                .into_iter()
+                .find(|h| h.addr() == addr)
+                .map(|h| h.name().to_owned())
+        });
         let _ = stop_proxy.send(());
-        played.map(|timeline| (timeline, proxied))
+        played.map(|timeline| (timeline, resilience))
     };
     let (drained, played) = tokio::join!(serve, play);
     let load_duration = stage.load_duration;
-    let (timeline, proxied) = match played {
+    let (timeline, resilience) = match played {
         Ok(played) => played,
         Err(err) => {
             fleet.shutdown().await;
@@ -170,7 +215,7 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         }
     };
     // Counted after the proxy drained, so late answers are included.
-    let backends = backend_reports(&fleet, &proxied);
+    let backends = backend_reports(&fleet, &resilience);
     fleet.shutdown().await;
 
     let by_kind = recorder.kinds();
@@ -183,10 +228,12 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         errors: by_kind.iter().map(|(_, c)| c.errors).sum(),
         shed: by_kind.iter().map(|(_, c)| c.shed).sum(),
         latency: recorder.latency(),
+        host_lag: recorder.host_lag(),
         by_kind,
         backends,
         seconds: recorder.seconds(),
         timeline,
+        resilience,
         error_samples: recorder.error_samples(),
         drained,
     })
@@ -213,7 +260,7 @@ async fn bind_proxy(fleet: &Fleet, admin: Option<SocketAddr>) -> Result<Proxy, D
             Some(addr) => addr,
             None => free_port(admin.map_or(Ipv4Addr::LOCALHOST.into(), |a| a.ip()))?,
         };
-        let toml = proxy_config(fleet, admin);
+        let toml = config::proxy_config(fleet, admin);
         let config = switchyard_config::parse(&toml, "demo.toml").map_err(DemoError::Config)?;
         match Proxy::bind(config).await {
             Err(StartError::BindAdmin { .. }) if fixed.is_none() && attempts < 3 => continue,
@@ -228,62 +275,7 @@ fn free_port(ip: std::net::IpAddr) -> Result<SocketAddr, DemoError> {
     listener.local_addr().map_err(DemoError::Port)
 }
 
-/// The proxy configuration, as a user would write it.
-fn proxy_config(fleet: &Fleet, admin: SocketAddr) -> String {
-    let list = |protocol| {
-        fleet
-            .addrs(protocol)
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        r#"
-[admin]
-listen = "{admin}"
-
-[runtime]
-# Load has stopped when the demo shuts down; a short grace keeps exit quick.
-shutdown_grace = "3s"
-
-[[listeners]]
-name = "{LISTENER}"
-listen = "127.0.0.1:0"
-protocol = "http"
-
-  [[listeners.routes]]
-  name = "inventory-grpc"
-  match = {{ path_prefix = "/switchyard.demo.v1.Inventory/" }}
-  cluster = "inventory"
-  timeout = "2s"
-  retry = {{ attempts = 3, per_try_timeout = "500ms" }}
-
-  [[listeners.routes]]
-  name = "api"
-  match = {{ path_prefix = "/api/" }}
-  cluster = "api"
-  timeout = "2s"
-  retry = {{ attempts = 3, per_try_timeout = "500ms" }}
-
-[[clusters]]
-name = "api"
-discovery = {{ static = [{api}] }}
-balance = "p2c-peak-ewma"
-protocol = "http1"
-
-[[clusters]]
-name = "inventory"
-discovery = {{ static = [{inventory}] }}
-balance = "p2c-peak-ewma"
-protocol = "http2"
-"#,
-        api = list(Protocol::Http),
-        inventory = list(Protocol::Grpc),
-    )
-}
-
-fn backend_reports(fleet: &Fleet, proxied: &[(SocketAddr, u64)]) -> Vec<BackendReport> {
+fn backend_reports(fleet: &Fleet, clusters: &[ClusterResilience]) -> Vec<BackendReport> {
     let handles = fleet.handles();
     let total = |protocol| {
         handles
@@ -300,12 +292,16 @@ fn backend_reports(fleet: &Fleet, proxied: &[(SocketAddr, u64)]) -> Vec<BackendR
             BackendReport {
                 name: h.name().to_owned(),
                 protocol: h.protocol(),
+                cluster: cluster_of(h.protocol()).to_owned(),
                 address: h.addr(),
                 served,
-                proxied: proxied
+                failed: h.failed(),
+                served_since_restart: h.served_since_restart(),
+                proxied: clusters
                     .iter()
-                    .find(|(a, _)| *a == h.addr())
-                    .map(|(_, n)| *n),
+                    .flat_map(|c| &c.endpoints)
+                    .find(|e| e.address == h.addr())
+                    .map(|e| e.requests),
                 share: if of == 0 {
                     0.0
                 } else {

@@ -27,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::DemoError;
 use crate::pb::GetItemRequest;
 use crate::pb::inventory_client::InventoryClient;
+use crate::resilience::ProxyView;
 use crate::stats::{Recorder, RequestKind, Second};
 
 /// How the generator behaves.
@@ -78,17 +79,24 @@ pub(crate) struct LoadRun {
 impl LoadRun {
     /// Starts sending to the proxy's HTTP listener at `proxy`. Live lines
     /// label time since `clock` (the scenario's start), so they line up with
-    /// the scenario's events.
+    /// the scenario's events, and show the decisions `view` counts.
     pub(crate) fn start(
         config: LoadConfig,
         proxy: SocketAddr,
         recorder: Arc<Recorder>,
+        view: ProxyView,
         clock: Instant,
     ) -> Result<LoadRun, DemoError> {
         let clients = Clients::new(proxy)?;
         let (stop, stopped) = watch::channel(false);
         let (stop_ticker, ticker_stopped) = watch::channel(false);
-        let ticker = tokio::spawn(ticker(recorder.clone(), clock, config.live, ticker_stopped));
+        let ticker = tokio::spawn(ticker(
+            recorder.clone(),
+            view,
+            clock,
+            config.live,
+            ticker_stopped,
+        ));
         let generator = tokio::spawn(generate(config, clients, recorder, Instant::now(), stopped));
         Ok(LoadRun {
             stop,
@@ -186,15 +194,19 @@ impl Clients {
         let response = client.request(request).await.map_err(|e| chain(&e))?;
         let status = response.status();
         // Read the whole body: latency is until the client has the answer.
-        response
+        let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("reading body: {}", chain(&e)))?;
+            .map_err(|e| format!("reading body: {}", chain(&e)))?
+            .to_bytes();
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("status {status}"))
+            // The body tells who answered: a backend's injected failure or
+            // the proxy's own error (no endpoint, overload, timeout...).
+            let text = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+            Err(format!("status {status}: {}", text.trim()))
         }
     }
 }
@@ -230,12 +242,15 @@ async fn generate(
     let rate = f64::from(config.rate);
     let mut sent: u64 = 0;
     loop {
-        tokio::select! {
+        let scheduled = tokio::select! {
             biased;
             // A dropped sender also means stop.
             _ = stopped.wait_for(|stop| *stop) => break,
-            _ = tick.tick() => {}
-        }
+            scheduled = tick.tick() => scheduled,
+        };
+        // How late this task woke: the host's scheduling delay, which every
+        // request of the demo (backend, proxy, client) suffers too.
+        recorder.lag(scheduled.elapsed());
         let elapsed = started.elapsed().min(config.max_duration);
         // Truncation is intended: a request is due once its whole slot began.
         let due = (elapsed.as_secs_f64() * rate) as u64;
@@ -279,6 +294,7 @@ async fn generate(
 /// something.
 async fn ticker(
     recorder: Arc<Recorder>,
+    view: ProxyView,
     clock: Instant,
     live: bool,
     mut stopped: watch::Receiver<bool>,
@@ -287,6 +303,14 @@ async fn ticker(
         if live {
             crate::say(&second.line());
         }
+    };
+    let mut decided = view.totals();
+    // The decisions since the previous window.
+    let mut decisions = || {
+        let now = view.totals();
+        let delta = now.since(&decided);
+        decided = now;
+        delta
     };
     let mut last = Instant::now();
     let mut tick = tokio::time::interval_at(
@@ -300,12 +324,12 @@ async fn ticker(
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        report(recorder.tick(now - clock, now - last));
+        report(recorder.tick(now - clock, now - last, decisions()));
         last = now;
     }
     let now = Instant::now();
     if now - last >= Duration::from_millis(300) {
-        report(recorder.tick(now - clock, now - last));
+        report(recorder.tick(now - clock, now - last, decisions()));
     }
 }
 

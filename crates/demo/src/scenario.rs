@@ -3,22 +3,23 @@
 //! Times count from the moment the proxy is up. The runner sleeps until each
 //! event's time, applies it to the [`Stage`] (the backends and the load) and
 //! records what it did, so the report can show the timeline next to the
-//! per-second figures.
+//! per-second figures. The default timeline, faults included, is in
+//! [`crate::chaos`].
 //!
-//! Adding a fault is two steps: a variant of [`Action`] and its arm in
-//! [`Stage::apply`]. For example, killing a backend at t=4s and bringing it
-//! back at t=8s would read
-//! `Scenario::steady(d).at(secs(4), Action::Kill("api-2".into())).at(secs(8), Action::Restart("api-2".into()))`
-//! with arms calling [`BackendHandle::stop`] and [`BackendHandle::start`].
+//! Adding an event kind (e.g. registering a new backend to scale out) is two
+//! steps: a variant of [`Action`] and its arm in [`Stage::apply`]; if it acts
+//! on one backend, also name it in [`Action::backend`] so the report can tell
+//! which cluster it touched.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::DemoError;
-use crate::backend::{BackendHandle, Fleet};
+use crate::backend::{BackendHandle, DEFAULT_LATENCY, Fleet, Protocol};
 use crate::load::{LoadConfig, LoadRun, MIX};
 use crate::report::Applied;
+use crate::resilience::ProxyView;
 use crate::stats::Recorder;
 
 /// Something that happens at a point of the timeline.
@@ -29,6 +30,35 @@ pub enum Action {
     StartLoad,
     /// Stop sending and wait for the requests in flight.
     StopLoad,
+    /// Crash a backend: its port is released and open connections drop.
+    Kill(String),
+    /// Bring a killed backend back on the same address.
+    Restart(String),
+    /// Add `extra` to every answer of a backend.
+    Slow { backend: String, extra: Duration },
+    /// Fail `percent`% of a backend's requests: HTTP 503, gRPC UNAVAILABLE.
+    Fail { backend: String, percent: u8 },
+    /// Normal latency and no injected errors again.
+    Heal(String),
+}
+
+impl Action {
+    /// The backend this action targets, if it targets one.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            Action::StartLoad | Action::StopLoad => None,
+            Action::Kill(name) | Action::Restart(name) | Action::Heal(name) => Some(name),
+            Action::Slow { backend, .. } | Action::Fail { backend, .. } => Some(backend),
+        }
+    }
+
+    /// Whether this action breaks something the proxy has to cope with.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Action::Kill(_) | Action::Slow { .. } | Action::Fail { .. }
+        )
+    }
 }
 
 /// An action at a time.
@@ -80,6 +110,8 @@ pub(crate) struct Stage<'a> {
     pub fleet: &'a Fleet,
     pub proxy: SocketAddr,
     pub recorder: Arc<Recorder>,
+    /// The proxy's clusters, for the live lines' decision counts.
+    pub view: ProxyView,
     pub rate: u32,
     pub live: bool,
     /// The load generator, while it runs.
@@ -96,6 +128,7 @@ impl<'a> Stage<'a> {
         fleet: &'a Fleet,
         proxy: SocketAddr,
         recorder: Arc<Recorder>,
+        view: ProxyView,
         rate: u32,
         live: bool,
     ) -> Stage<'a> {
@@ -103,6 +136,7 @@ impl<'a> Stage<'a> {
             fleet,
             proxy,
             recorder,
+            view,
             rate,
             live,
             load: None,
@@ -130,6 +164,7 @@ impl<'a> Stage<'a> {
                     config,
                     self.proxy,
                     self.recorder.clone(),
+                    self.view.clone(),
                     self.clock,
                 )?);
                 Ok(format!("start load: {} req/s ({MIX})", self.rate))
@@ -141,11 +176,45 @@ impl<'a> Stage<'a> {
                 }
                 None => Ok("stop load: not running".to_owned()),
             },
+            Action::Kill(name) => {
+                let backend = self.backend(name)?;
+                backend.stop().await;
+                Ok(format!("kill {name} (port closed, connections dropped)"))
+            }
+            Action::Restart(name) => {
+                let backend = self.backend(name)?;
+                backend.start().await.map_err(|source| DemoError::Backend {
+                    name: name.clone(),
+                    source,
+                })?;
+                Ok(format!("restart {name} on {}", backend.addr()))
+            }
+            Action::Slow { backend, extra } => {
+                let handle = self.backend(backend)?;
+                let (min, max) = DEFAULT_LATENCY;
+                handle.set_latency(min + *extra, max + *extra);
+                Ok(format!("slow {backend} +{}ms", extra.as_millis()))
+            }
+            Action::Fail { backend, percent } => {
+                let handle = self.backend(backend)?;
+                handle.set_error_rate(f64::from(*percent) / 100.0);
+                let answer = match handle.protocol() {
+                    Protocol::Http => "HTTP 503",
+                    Protocol::Grpc => "gRPC UNAVAILABLE",
+                };
+                Ok(format!("errors {backend} {percent}% ({answer})"))
+            }
+            Action::Heal(name) => {
+                let backend = self.backend(name)?;
+                let (min, max) = DEFAULT_LATENCY;
+                backend.set_latency(min, max);
+                backend.set_error_rate(0.0);
+                Ok(format!("heal {name} (normal latency, no errors)"))
+            }
         }
     }
 
     /// The backend named `name`, for actions aimed at one backend.
-    #[allow(dead_code)] // Scaffolding for the fault actions of the next issues.
     pub(crate) fn backend(&self, name: &str) -> Result<BackendHandle, DemoError> {
         self.fleet
             .get(name)
@@ -170,12 +239,22 @@ pub(crate) async fn play(
         if stage.live {
             crate::say(&format!("  t={:>5.1}s  >> {what}", at.as_secs_f64()));
         }
-        applied.push(Applied { at, what });
+        applied.push(Applied {
+            at,
+            what,
+            backend: event.action.backend().map(str::to_owned),
+            fault: event.action.is_fault(),
+        });
     }
     if stage.load.is_some() {
         let at = stage.clock.elapsed();
         let what = stage.apply(&Action::StopLoad).await?;
-        applied.push(Applied { at, what });
+        applied.push(Applied {
+            at,
+            what,
+            backend: None,
+            fault: false,
+        });
     }
     Ok(applied)
 }
@@ -208,5 +287,15 @@ mod tests {
         );
         assert_eq!(scenario.end(), s(5));
         assert_eq!(Scenario::steady(s(12)).end(), s(12));
+    }
+
+    #[test]
+    fn actions_name_their_backend_and_faults() {
+        let kill = Action::Kill("api-2".into());
+        assert_eq!(kill.backend(), Some("api-2"));
+        assert!(kill.is_fault());
+        let heal = Action::Heal("api-2".into());
+        assert!(!heal.is_fault());
+        assert_eq!(Action::StartLoad.backend(), None);
     }
 }

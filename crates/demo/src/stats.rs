@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::resilience::Decisions;
+
 /// The kinds of request the load generator mixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -76,6 +78,8 @@ pub struct Second {
     pub latency: Latency,
     /// Errors since the load started.
     pub total_errors: u64,
+    /// The proxy's decisions during the window (retries, hedges, ...).
+    pub decisions: Decisions,
 }
 
 impl Second {
@@ -93,13 +97,16 @@ impl Second {
     /// same in a terminal and in CI logs.
     pub fn line(&self) -> String {
         format!(
-            "  t={:>5.1}s  {:>6.0} req/s  p50 {:>7}  p99 {:>7}  errors {} (+{})",
+            "  t={:>5.1}s  {:>6.0} req/s  p50 {:>7}  p99 {:>8}  errors {} (+{})  retries +{}  hedges +{}  ejections +{}",
             self.elapsed.as_secs_f64(),
             self.rate(),
             ms(self.latency.p50),
             ms(self.latency.p99),
             self.total_errors,
             self.errors,
+            self.decisions.retries,
+            self.decisions.hedges,
+            self.decisions.ejections,
         )
     }
 }
@@ -133,6 +140,8 @@ struct State {
     kinds: [KindCounts; 3],
     error_samples: Vec<String>,
     seconds: Vec<Second>,
+    /// Timer lateness of the load generator.
+    lag: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -153,6 +162,7 @@ impl Recorder {
                 kinds: [KindCounts::default(); 3],
                 error_samples: Vec::new(),
                 seconds: Vec::new(),
+                lag: histogram(),
             }),
         }
     }
@@ -174,11 +184,27 @@ impl Recorder {
                 s.kinds[kind.index()].errors += 1;
                 s.window_errors += 1;
                 let sample = format!("{}: {message}", kind.label());
-                if s.error_samples.len() < ERROR_SAMPLES && !s.error_samples.contains(&sample) {
-                    s.error_samples.push(sample);
+                // Distinct messages only; the time taken tells a timeout or
+                // a starved machine from a fast failure.
+                if s.error_samples.len() < ERROR_SAMPLES
+                    && !s.error_samples.iter().any(|e| e.starts_with(&sample))
+                {
+                    s.error_samples
+                        .push(format!("{sample} (after {})", ms(latency)));
                 }
             }
         }
+    }
+
+    /// Records how late a timer fired.
+    pub(crate) fn lag(&self, late: Duration) {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.lock().lag.saturating_record(us);
+    }
+
+    /// The host's scheduling delay as the load generator saw it.
+    pub(crate) fn host_lag(&self) -> Latency {
+        Latency::of(&self.lock().lag)
     }
 
     pub(crate) fn shed(&self, kind: RequestKind) {
@@ -186,8 +212,8 @@ impl Recorder {
     }
 
     /// Closes the current window (`window` long, ending `elapsed` into the
-    /// scenario) and returns it.
-    pub(crate) fn tick(&self, elapsed: Duration, window: Duration) -> Second {
+    /// scenario, during which the proxy made `decisions`) and returns it.
+    pub(crate) fn tick(&self, elapsed: Duration, window: Duration, decisions: Decisions) -> Second {
         let mut s = self.lock();
         let total_errors = s.kinds.iter().map(|k| k.errors).sum();
         let second = Second {
@@ -197,6 +223,7 @@ impl Recorder {
             errors: s.window_errors,
             latency: Latency::of(&s.window),
             total_errors,
+            decisions,
         };
         s.window.reset();
         s.window_completed = 0;

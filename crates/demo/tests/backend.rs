@@ -112,3 +112,77 @@ async fn grpc_backend_answers_get_item_and_dies_on_stop() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn error_rate_fails_that_share_and_health_checks_still_pass() {
+    let backend = Backend::start("api-1", Protocol::Http).expect("binds loopback");
+    backend.set_error_rate(1.0);
+    assert_eq!(backend.error_rate(), 1.0);
+    let (status, _) = get(backend.addr(), "/api/x").await.expect("answers");
+    assert_eq!(status, 503);
+    // A brown-out, not a crash: only passive detection can see it.
+    assert_eq!(
+        get(backend.addr(), "/healthz").await.expect("answers").0,
+        200
+    );
+    assert_eq!((backend.served(), backend.failed()), (0, 1));
+
+    backend.set_error_rate(0.0);
+    assert_eq!(get(backend.addr(), "/api/x").await.expect("answers").0, 200);
+    assert_eq!((backend.served(), backend.failed()), (1, 1));
+    // Out-of-range rates are clamped rather than refused.
+    backend.set_error_rate(7.0);
+    assert_eq!(backend.error_rate(), 1.0);
+}
+
+#[tokio::test]
+async fn restart_counts_what_is_served_afterwards() {
+    let backend = Backend::start("api-2", Protocol::Http).expect("binds loopback");
+    get(backend.addr(), "/api/before").await.expect("answers");
+    assert_eq!(backend.served_since_restart(), None);
+    backend.stop().await;
+    backend.start().await.expect("rebinds its port");
+    assert_eq!(backend.restarts(), 1);
+    assert_eq!(backend.served_since_restart(), Some(0));
+    get(backend.addr(), "/api/after").await.expect("answers");
+    assert_eq!(backend.served_since_restart(), Some(1));
+    assert_eq!(backend.served(), 2);
+}
+
+#[tokio::test]
+async fn grpc_backend_serves_health_and_injected_unavailable() {
+    use switchyard_demo::pb::GetItemRequest;
+    use switchyard_demo::pb::inventory_client::InventoryClient;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let backend = Backend::start("inventory-1", Protocol::Grpc).expect("binds loopback");
+    let url = format!("http://{}", backend.addr());
+    // tonic-health is built without transport, so no `HealthClient::connect`.
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("connects");
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("Check succeeds")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    backend.set_error_rate(1.0);
+    let mut client = InventoryClient::connect(url).await.expect("connects");
+    let err = client
+        .get_item(GetItemRequest {
+            sku: "sku-1".into(),
+        })
+        .await
+        .expect_err("every call fails");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!((backend.served(), backend.failed()), (0, 1));
+}

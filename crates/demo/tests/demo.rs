@@ -1,16 +1,18 @@
 //! The demo end to end: real backends, the real proxy and real clients on
-//! loopback, for a short run.
+//! loopback, for a short run of steady load (the chaos script is tested in
+//! `chaos.rs`).
 
 use std::time::Duration;
 
 use switchyard_demo::{DemoOptions, Protocol, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_demo_serves_everything_without_errors() {
+async fn short_steady_demo_serves_everything_without_errors() {
     let opts = DemoOptions {
         duration: Duration::from_secs(2),
         rate: 200,
         live: false,
+        chaos: false,
         ..DemoOptions::default()
     };
     let report = run(opts).await.expect("the demo runs");
@@ -69,6 +71,15 @@ async fn invalid_options_are_refused() {
     };
     let err = run(opts).await.expect_err("rate 0 is refused");
     assert!(err.to_string().contains("rate"), "{err}");
+
+    // The chaos script needs time for faults to be noticed and recovered.
+    let opts = DemoOptions {
+        duration: Duration::from_secs(2),
+        live: false,
+        ..DemoOptions::default()
+    };
+    let err = run(opts).await.expect_err("too short for chaos");
+    assert!(err.to_string().contains("at least"), "{err}");
 }
 
 /// Callers may spawn the demo on a multi-threaded runtime.

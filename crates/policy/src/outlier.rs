@@ -176,6 +176,14 @@ impl EndpointHealth {
                 .is_ok()
     }
 
+    /// Gives the probation probe back when its request ended without an
+    /// outcome that says anything about the endpoint (cancelled by a winning
+    /// hedge or the route deadline, refused by a local limit). Without this
+    /// the endpoint would wait for a verdict forever.
+    pub fn release_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
     fn ejection_time(&self, settings: &OutlierSettings) -> Duration {
         let n = self.streak.fetch_add(1, Ordering::AcqRel).min(20);
         settings
@@ -356,6 +364,21 @@ mod tests {
         );
         assert!(h.available());
         assert_eq!(h.state(), HealthState::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_probe_can_be_sent_again() {
+        let h = EndpointHealth::new();
+        let s = settings();
+        for _ in 0..3 {
+            h.record(Outcome::Failure, &s, || true);
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(h.on_dispatch());
+        assert!(!h.available());
+        h.release_probe();
+        assert!(h.available(), "the next request probes");
+        assert!(h.on_dispatch());
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,26 +3,28 @@
 //!
 //! # Layout
 //! - [`Proxy::bind`] builds clusters and routes and binds every socket, so
-//!   that a port in use fails before anything serves.
+//!   that a port in use fails before anything serves; it starts each
+//!   cluster's discovery ([`discovery`]) and waits briefly for the first
+//!   endpoint sets.
 //! - [`Proxy::run`] serves until a shutdown signal, then drains: readiness
 //!   turns to 503, listeners stop accepting, HTTP/2 connections get GOAWAY
 //!   and in-flight requests get the configured grace period.
 
+pub mod discovery;
+
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use switchyard_admin::AdminState;
-use switchyard_config::{Config, Discovery, ListenerProtocol};
+use switchyard_config::{Config, ListenerProtocol};
 use switchyard_stack::{
-    cluster::{Cluster, EndpointSpec},
-    drain,
-    error::ErrorKind,
-    proxy::HttpProxy,
-    route::Router,
-    server, tcp, udp,
+    cluster::Cluster, drain, error::ErrorKind, proxy::HttpProxy, route::Router, server, tcp, udp,
 };
 use switchyard_telemetry::Metrics;
 use tokio::{net::TcpListener, task::JoinSet};
 use tracing::{info, warn};
+
+use discovery::ClusterDiscovery;
+pub use discovery::DiscoveryOptions;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +42,18 @@ pub enum StartError {
     },
     #[error(transparent)]
     Route(#[from] switchyard_stack::route::UnknownCluster),
-    #[error("cluster {cluster}: {what} discovery is not available in this build")]
-    Discovery { cluster: String, what: &'static str },
+    #[error(transparent)]
+    AdminToken(#[from] switchyard_admin::TokenError),
+    #[error("cluster {cluster}: cannot start discovery: {source}")]
+    Discovery {
+        cluster: String,
+        #[source]
+        source: switchyard_discovery::SourceError,
+    },
     #[error("listener {name}: {what}")]
     Listener { name: String, what: String },
+    #[error(transparent)]
+    Tracing(#[from] switchyard_telemetry::trace::TraceError),
 }
 
 enum Bound {
@@ -71,6 +81,8 @@ pub struct Proxy {
     state: Arc<AdminState>,
     clusters: HashMap<String, Arc<Cluster>>,
     listeners: Vec<(String, SocketAddr, Bound)>,
+    /// Running discovery of the dynamic clusters; stops when dropped.
+    discoveries: Vec<ClusterDiscovery>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -91,25 +103,46 @@ impl Proxy {
         config: Config,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
+        Self::bind_with(config, metrics, DiscoveryOptions::default()).await
+    }
+
+    /// Like [`Proxy::bind`] with explicit metrics and discovery settings
+    /// (e.g. the DNS servers to ask).
+    pub async fn bind_with(
+        config: Config,
+        metrics: Arc<Metrics>,
+        discovery_options: DiscoveryOptions,
+    ) -> Result<Self, StartError> {
+        // Before anything binds: an admin port beyond loopback without a
+        // token must not serve even for a moment.
+        let env_token = std::env::var(switchyard_admin::TOKEN_ENV).ok();
+        let token = switchyard_admin::Token::resolve(&config.admin, env_token.as_deref())?;
         let config = Arc::new(config);
         let mut clusters = HashMap::new();
+        let mut discoveries = Vec::new();
         for cc in &config.clusters {
             let cluster = Arc::new(Cluster::new(cc, metrics.clone()));
-            match &cc.discovery {
-                Discovery::Static(eps) => cluster.update(
-                    &eps.iter()
-                        .map(|e| EndpointSpec {
-                            addr: e.address,
-                            weight: e.weight,
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-                Discovery::Registry { .. } => return Err(unsupported(cc, "registry")),
-                Discovery::Dns(_) => return Err(unsupported(cc, "dns")),
-                Discovery::Etcd { .. } => return Err(unsupported(cc, "etcd")),
-            }
+            let started =
+                discovery::start(cc, cluster.clone(), &discovery_options).map_err(|source| {
+                    StartError::Discovery {
+                        cluster: cc.name.clone(),
+                        source,
+                    }
+                })?;
+            discoveries.extend(started);
             clusters.insert(cc.name.clone(), cluster);
         }
+        // Every source resolves concurrently; this waits for the slowest,
+        // bounded by one shared deadline.
+        let deadline = tokio::time::Instant::now() + discovery_options.initial_wait;
+        for d in &discoveries {
+            d.wait_synced(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+        }
+        let tracer = match &config.tracing {
+            Some(t) => Some(switchyard_telemetry::trace::Tracer::start(t)?),
+            None => None,
+        };
         let error_kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
         let mut listeners = Vec::new();
         for lc in &config.listeners {
@@ -126,7 +159,8 @@ impl Proxy {
                         router,
                         metrics.listener(&lc.name, &error_kinds),
                         config.log.access_log,
-                    );
+                    )
+                    .with_tracer(tracer.clone());
                     Bound::Http {
                         listener: server::bind(lc.listen).map_err(bind_err)?,
                         proxy: Arc::new(proxy),
@@ -172,17 +206,24 @@ impl Proxy {
                 addr: config.admin.listen,
                 source,
             })?;
-        let state = Arc::new(AdminState::new(
-            config.clone(),
-            clusters.values().cloned().collect(),
-            metrics,
-        ));
+        // In configuration order, which the admin API and dashboard show.
+        let ordered = config
+            .clusters
+            .iter()
+            .filter_map(|cc| clusters.get(&cc.name).cloned())
+            .collect();
+        let state = Arc::new(
+            AdminState::new(config.clone(), ordered, metrics)
+                .with_token(token)
+                .with_listener_addrs(listeners.iter().map(|(n, a, _)| (n.clone(), *a)).collect()),
+        );
         Ok(Self {
             config,
             admin,
             state,
             clusters,
             listeners,
+            discoveries,
         })
     }
 
@@ -219,6 +260,8 @@ impl Proxy {
         let grace = self.config.runtime.shutdown_grace;
         let (signal, watch) = drain::channel();
         let mut tasks = JoinSet::new();
+        // Discovery keeps updating clusters until the proxy has drained.
+        let _discoveries = self.discoveries;
         for (name, addr, bound) in self.listeners {
             let watch = watch.clone();
             match bound {
@@ -294,12 +337,5 @@ impl Proxy {
         let _ = admin_stop_tx.send(());
         let _ = admin.await;
         drained
-    }
-}
-
-fn unsupported(cc: &switchyard_config::ClusterConfig, what: &'static str) -> StartError {
-    StartError::Discovery {
-        cluster: cc.name.clone(),
-        what,
     }
 }

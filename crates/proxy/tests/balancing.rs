@@ -113,6 +113,7 @@ async fn ring_hash_is_sticky_and_remaps_about_one_nth() {
         .map(|b| EndpointSpec {
             addr: b.addr(),
             weight: 1,
+            draining: false,
         })
         .collect();
     p.cluster("api").update(&remaining);
@@ -185,6 +186,7 @@ async fn removed_endpoints_get_no_new_requests() {
     p.cluster("api").update(&[EndpointSpec {
         addr: b.addr(),
         weight: 1,
+        draining: false,
     }]);
     run(p.addr, 10, None).await;
     assert_eq!(a.requests(), 5);

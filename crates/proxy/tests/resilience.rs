@@ -170,14 +170,8 @@ async fn posts_are_never_sent_twice_but_connect_failures_are_retried() {
     let dead = switchyard_test_support::free_addr();
     let ok = Backend::start(BackendConfig::new("ok")).await;
     p.cluster("api").update(&[
-        switchyard_stack::cluster::EndpointSpec {
-            addr: dead,
-            weight: 1,
-        },
-        switchyard_stack::cluster::EndpointSpec {
-            addr: ok.addr(),
-            weight: 1,
-        },
+        switchyard_stack::cluster::EndpointSpec::new(dead, 1),
+        switchyard_stack::cluster::EndpointSpec::new(ok.addr(), 1),
     ]);
     for _ in 0..6 {
         let r = send_http1(p.addr, request(Method::POST, "/orders", "item=3"))

@@ -23,6 +23,11 @@
 //!
 //! # Layout
 //! - [`Client`]: a cluster client built from a [`config::ClusterConfig`].
+//! - [`registry`]: self-registration — register, heartbeat in the
+//!   background, drain and deregister on shutdown
+//!   ([`registry::Registration`]).
+//! - [`discovery`]: the discovery sources (registry, DNS, etcd) for
+//!   services that follow a cluster themselves.
 //! - [`config`], [`balance`], [`stack`], [`proxy`]: the underlying crates,
 //!   re-exported for services that embed a whole proxy or build their own.
 
@@ -32,7 +37,9 @@ use http::{Request, Response, header::HOST};
 
 pub use switchyard_balance as balance;
 pub use switchyard_config as config;
+pub use switchyard_discovery as discovery;
 pub use switchyard_proxy as proxy;
+pub use switchyard_registry::client as registry;
 pub use switchyard_stack as stack;
 pub use switchyard_stack::{Body, ErrorKind, ProxyError};
 
@@ -57,6 +64,7 @@ impl Client {
                 .map(|e| EndpointSpec {
                     addr: e.address,
                     weight: e.weight,
+                    draining: false,
                 })
                 .collect();
             cluster.update(&specs);

@@ -31,6 +31,7 @@ async fn client_balances_and_classifies_errors() {
     client.update(&[switchyard::stack::cluster::EndpointSpec {
         addr: dead,
         weight: 1,
+        draining: false,
     }]);
     let req = http::Request::get("/x").body(Body::empty()).unwrap();
     let err = client.send(req).await.unwrap_err();

@@ -9,9 +9,14 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 /// Without an explicit format, a terminal gets human-readable lines and
 /// anything else (a file, a collector) gets JSON, which machines parse.
 ///
+/// Lines are written by a background thread through a bounded, lossy queue
+/// (`tracing-appender`): a slow terminal or a full pipe drops log lines
+/// instead of stalling requests. Keep the returned guard alive until exit;
+/// dropping it flushes what is queued.
+///
 /// Returns an error when a subscriber is already installed or `level` is not
 /// a valid filter directive.
-pub fn init(level: &str, format: Option<LogFormat>) -> Result<(), LogInitError> {
+pub fn init(level: &str, format: Option<LogFormat>) -> Result<LogGuard, LogInitError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
         _ => EnvFilter::try_new(level),
@@ -22,10 +27,17 @@ pub fn init(level: &str, format: Option<LogFormat>) -> Result<(), LogInitError> 
     } else {
         LogFormat::Json
     });
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(ansi)
+                    .with_target(false),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -33,11 +45,18 @@ pub fn init(level: &str, format: Option<LogFormat>) -> Result<(), LogInitError> 
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
     };
-    result.map_err(|e| LogInitError::Install(e.to_string()))
+    result.map_err(|e| LogInitError::Install(e.to_string()))?;
+    Ok(LogGuard { _flush: guard })
+}
+
+/// Flushes queued log lines when dropped.
+#[derive(Debug)]
+pub struct LogGuard {
+    _flush: tracing_appender::non_blocking::WorkerGuard,
 }
 
 #[derive(Debug, thiserror::Error)]

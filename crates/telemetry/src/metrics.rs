@@ -1,23 +1,44 @@
 //! Metric families and hot-path handles.
 //!
 //! Labels come only from configuration and discovery (listener, route,
-//! cluster, endpoint, status class, error kind), never from request data, so
-//! the number of series is bounded by the configuration. The request path
-//! holds pre-resolved handles ([`RouteMetrics`], [`ListenerMetrics`]) so that
+//! cluster, endpoint) or closed enums (status class, error kind, decision,
+//! endpoint state, check result), never from request data, so the number of
+//! series is bounded by the configuration. The request path holds
+//! pre-resolved handles ([`RouteMetrics`], [`ListenerMetrics`]) so that
 //! recording a request is a few atomic operations, not a label lookup.
+//! docs/metrics.md lists every family.
+//!
+//! # Layout
+//! - `labels.rs`: label sets and the bounded enums behind label values.
+//! - `handles.rs`: the pre-resolved handles that code outside holds.
+//! - `register.rs`: [`Metrics::new`], every family with its help text.
+//! - `text.rs`: OpenMetrics → Prometheus 0.0.4 text.
 
-use std::sync::{
-    Mutex, PoisonError,
-    atomic::{AtomicI64, AtomicU64},
+mod handles;
+mod labels;
+mod register;
+mod text;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicU64},
+    time::Instant,
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::{Registry, Unit},
+    registry::Registry,
 };
 
-use crate::process;
+pub use handles::{
+    ClusterMetrics, DiscoveryMetrics, HealthCheckMetrics, ListenerMetrics, RouteMetrics,
+    SpanMetrics,
+};
+pub use labels::*;
+
+use crate::{live::LiveStats, process};
+use handles::UpdateStamp;
 
 /// Latency buckets in seconds: from half a millisecond, where a proxy hop on
 /// a LAN lives, to ten seconds, beyond which requests are timing out anyway.
@@ -29,182 +50,14 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub listener: String,
-    pub route: String,
-    pub class: String,
-}
+type F64Gauge = Gauge<f64, AtomicU64>;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub listener: String,
-    pub route: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    pub listener: String,
-    pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
-    pub listener: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClusterLabels {
-    pub cluster: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabels {
-    pub cluster: String,
-    pub endpoint: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
-    pub cluster: String,
-    pub decision: String,
-}
-
-/// A policy decision taken on the request path. Every one is counted per
-/// cluster, so an operator can see which policy tripped and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Decision {
-    /// A failed attempt was retried.
-    Retry,
-    /// A retry was wanted but the retry budget was spent.
-    BudgetExhausted,
-    /// A retry was wanted but the cluster's concurrent-retry limit was hit.
-    RetryLimited,
-    /// A hedged attempt was sent.
-    Hedge,
-    /// A hedge was wanted but the extra-load cap was reached.
-    HedgeBudgetExhausted,
-    /// An endpoint was ejected by outlier detection.
-    Ejection,
-    /// An ejected endpoint received its probation probe.
-    Probe,
-    /// A probe succeeded and the endpoint is back.
-    Restored,
-    /// A request failed fast on a cluster limit.
-    Overloaded,
-    /// A request arrived with its deadline already passed.
-    DeadlineExpired,
-    /// Active health checks marked an endpoint unhealthy.
-    Unhealthy,
-    /// Active health checks marked an endpoint healthy.
-    Healthy,
-}
-
-impl Decision {
-    pub const ALL: [Decision; 12] = [
-        Decision::Retry,
-        Decision::BudgetExhausted,
-        Decision::RetryLimited,
-        Decision::Hedge,
-        Decision::HedgeBudgetExhausted,
-        Decision::Ejection,
-        Decision::Probe,
-        Decision::Restored,
-        Decision::Overloaded,
-        Decision::DeadlineExpired,
-        Decision::Unhealthy,
-        Decision::Healthy,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Retry => "retry",
-            Decision::BudgetExhausted => "retry_budget_exhausted",
-            Decision::RetryLimited => "retry_limited",
-            Decision::Hedge => "hedge",
-            Decision::HedgeBudgetExhausted => "hedge_budget_exhausted",
-            Decision::Ejection => "ejection",
-            Decision::Probe => "probe",
-            Decision::Restored => "restored",
-            Decision::Overloaded => "overloaded",
-            Decision::DeadlineExpired => "deadline_expired",
-            Decision::Unhealthy => "unhealthy",
-            Decision::Healthy => "healthy",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Pre-resolved decision counters of one cluster.
+/// The live stats of one route, for the admin feed.
 #[derive(Clone, Debug)]
-pub struct ClusterMetrics {
-    decisions: [Counter; 12],
-}
-
-impl ClusterMetrics {
-    pub fn count(&self, d: Decision) {
-        self.decisions[d.index()].inc();
-    }
-
-    pub fn get(&self, d: Decision) -> u64 {
-        self.decisions[d.index()].get()
-    }
-
-    /// Every decision with its count, for the admin API.
-    pub fn all(&self) -> Vec<(&'static str, u64)> {
-        Decision::ALL
-            .iter()
-            .map(|d| (d.as_str(), self.get(*d)))
-            .collect()
-    }
-}
-
-/// The class of a response status, the only status label (bounded: five
-/// values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusClass {
-    Informational,
-    Success,
-    Redirection,
-    ClientError,
-    ServerError,
-}
-
-impl StatusClass {
-    pub const ALL: [StatusClass; 5] = [
-        StatusClass::Informational,
-        StatusClass::Success,
-        StatusClass::Redirection,
-        StatusClass::ClientError,
-        StatusClass::ServerError,
-    ];
-
-    pub fn of(status: u16) -> Self {
-        match status {
-            100..=199 => StatusClass::Informational,
-            200..=299 => StatusClass::Success,
-            300..=399 => StatusClass::Redirection,
-            400..=499 => StatusClass::ClientError,
-            _ => StatusClass::ServerError,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatusClass::Informational => "1xx",
-            StatusClass::Success => "2xx",
-            StatusClass::Redirection => "3xx",
-            StatusClass::ClientError => "4xx",
-            StatusClass::ServerError => "5xx",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
+pub struct RouteLive {
+    pub listener: String,
+    pub route: String,
+    pub stats: Arc<LiveStats>,
 }
 
 /// Every metric family Switchyard exports.
@@ -221,14 +74,27 @@ pub struct Metrics {
     pub endpoints: Family<ClusterLabels, Gauge>,
     pub endpoint_in_flight: Family<EndpointLabels, Gauge>,
     pub endpoint_available: Family<EndpointLabels, Gauge>,
-    pub endpoint_latency_ewma: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    pub endpoint_latency_ewma: Family<EndpointLabels, F64Gauge>,
+    /// One series per endpoint and state in [`ENDPOINT_STATES`]; 1 for the
+    /// current state.
+    pub endpoint_state: Family<EndpointStateLabels, Gauge>,
     endpoint_requests: Family<EndpointLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    health_checks: Family<HealthCheckLabels, Counter>,
+    discovery_updates: Family<ClusterLabels, Counter>,
+    discovery_errors: Family<ClusterLabels, Counter>,
+    discovery_age: Family<ClusterLabels, F64Gauge>,
+    spans: SpanMetrics,
     process_resident: Gauge,
     process_virtual: Gauge,
     process_fds: Gauge,
     process_threads: Gauge,
-    process_cpu: Gauge<f64, AtomicU64>,
+    process_cpu: F64Gauge,
+    /// Origin of discovery update stamps.
+    epoch: Instant,
+    discovery_stamps: Mutex<Vec<(String, Arc<UpdateStamp>)>>,
+    route_live: Mutex<Vec<RouteLive>>,
+    endpoint_live: Mutex<HashMap<(String, String), Arc<LiveStats>>>,
 }
 
 impl Default for Metrics {
@@ -238,144 +104,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("switchyard");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Downstream requests by listener, route and response status class",
-            requests.clone(),
-        );
-        let request_duration =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
-        registry.register_with_unit(
-            "request_duration",
-            "Time from request to response head, per route",
-            Unit::Seconds,
-            request_duration.clone(),
-        );
-        let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "proxy_errors",
-            "Requests answered by the proxy itself because of a failure, by kind",
-            errors.clone(),
-        );
-        let connections_total = Family::<ListenerLabels, Counter>::default();
-        registry.register(
-            "downstream_connections",
-            "Downstream connections accepted",
-            connections_total.clone(),
-        );
-        let connections_active = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
-            "downstream_connections_active",
-            "Downstream connections currently open",
-            connections_active.clone(),
-        );
-        let upstream_connections = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
-            "upstream_connections_active",
-            "Upstream connections currently open, per cluster",
-            upstream_connections.clone(),
-        );
-        let endpoints = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
-            "cluster_endpoints",
-            "Endpoints currently known, per cluster",
-            endpoints.clone(),
-        );
-        let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
-        registry.register(
-            "endpoint_in_flight",
-            "Requests in flight to an endpoint",
-            endpoint_in_flight.clone(),
-        );
-        let endpoint_available = Family::<EndpointLabels, Gauge>::default();
-        registry.register(
-            "endpoint_available",
-            "1 when the endpoint may receive new requests, 0 when ejected, unhealthy or draining",
-            endpoint_available.clone(),
-        );
-        let endpoint_latency_ewma = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register_with_unit(
-            "endpoint_latency_ewma",
-            "Peak-EWMA of the endpoint's response latency, as the balancer sees it",
-            Unit::Seconds,
-            endpoint_latency_ewma.clone(),
-        );
-        let endpoint_requests = Family::<EndpointLabels, Counter>::default();
-        registry.register(
-            "endpoint_requests",
-            "Requests sent to an endpoint",
-            endpoint_requests.clone(),
-        );
-        let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register(
-            "cluster_decisions",
-            "Policy decisions per cluster: retries, spent budgets, hedges, ejections, probes, fast failures, expired deadlines, health changes",
-            decisions.clone(),
-        );
-        let process_resident = Gauge::<i64, AtomicI64>::default();
-        registry.register_with_unit(
-            "process_resident_memory",
-            "Resident memory of the process",
-            Unit::Bytes,
-            process_resident.clone(),
-        );
-        let process_virtual = Gauge::<i64, AtomicI64>::default();
-        registry.register_with_unit(
-            "process_virtual_memory",
-            "Virtual memory of the process",
-            Unit::Bytes,
-            process_virtual.clone(),
-        );
-        let process_fds = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors",
-            process_fds.clone(),
-        );
-        let process_threads = Gauge::<i64, AtomicI64>::default();
-        registry.register("process_threads", "OS threads", process_threads.clone());
-        let process_cpu = Gauge::<f64, AtomicU64>::default();
-        registry.register_with_unit(
-            "process_cpu",
-            "User and system CPU time consumed",
-            Unit::Seconds,
-            process_cpu.clone(),
-        );
-        let build_info = Family::<Vec<(String, String)>, Gauge>::default();
-        build_info
-            .get_or_create(&vec![(
-                "version".to_owned(),
-                env!("CARGO_PKG_VERSION").to_owned(),
-            )])
-            .set(1);
-        registry.register("build_info", "Switchyard version", build_info);
-        Self {
-            registry: Mutex::new(registry),
-            requests,
-            request_duration,
-            errors,
-            connections_total,
-            connections_active,
-            upstream_connections,
-            endpoints,
-            endpoint_in_flight,
-            endpoint_available,
-            endpoint_latency_ewma,
-            endpoint_requests,
-            decisions,
-            process_resident,
-            process_virtual,
-            process_fds,
-            process_threads,
-            process_cpu,
-        }
-    }
-
     /// Handles for one route, resolved once when the route is built.
     pub fn route(&self, listener: &str, route: &str) -> RouteMetrics {
         let by_class = StatusClass::ALL.map(|class| {
@@ -389,7 +117,34 @@ impl Metrics {
             listener: listener.to_owned(),
             route: route.to_owned(),
         });
-        RouteMetrics { by_class, duration }
+        let mut lives = lock(&self.route_live);
+        // A route built twice (a rebuilt router) keeps one set of live stats,
+        // as it keeps one set of Prometheus series.
+        let live = match lives
+            .iter()
+            .find(|l| l.listener == listener && l.route == route)
+        {
+            Some(l) => l.stats.clone(),
+            None => {
+                let stats = Arc::new(LiveStats::default());
+                lives.push(RouteLive {
+                    listener: listener.to_owned(),
+                    route: route.to_owned(),
+                    stats: stats.clone(),
+                });
+                stats
+            }
+        };
+        RouteMetrics {
+            by_class,
+            duration,
+            live,
+        }
+    }
+
+    /// Live stats of every route, in the order routes were built.
+    pub fn route_live(&self) -> Vec<RouteLive> {
+        lock(&self.route_live).clone()
     }
 
     /// Handles for one listener, resolved once when it starts.
@@ -426,12 +181,70 @@ impl Metrics {
         }
     }
 
+    /// Health-check result counters of one cluster, for its checker task.
+    pub fn health_checks(&self, cluster: &str) -> HealthCheckMetrics {
+        let result = |result: &str| {
+            self.health_checks.get_or_create_owned(&HealthCheckLabels {
+                cluster: cluster.to_owned(),
+                result: result.to_owned(),
+            })
+        };
+        HealthCheckMetrics {
+            passed: result("passed"),
+            failed: result("failed"),
+        }
+    }
+
+    /// Discovery counters of one cluster, for the task that feeds it. Call
+    /// once per cluster; a second call shares the same series.
+    pub fn discovery(&self, cluster: &str) -> DiscoveryMetrics {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        let mut stamps = lock(&self.discovery_stamps);
+        let last_update = match stamps.iter().find(|(c, _)| c == cluster) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = Arc::new(UpdateStamp::new(self.epoch));
+                stamps.push((cluster.to_owned(), s.clone()));
+                s
+            }
+        };
+        DiscoveryMetrics {
+            updates: self.discovery_updates.get_or_create_owned(&labels),
+            errors: self.discovery_errors.get_or_create_owned(&labels),
+            last_update,
+        }
+    }
+
+    /// Span export counters, for the trace exporter.
+    pub fn spans(&self) -> SpanMetrics {
+        self.spans.clone()
+    }
+
     /// The request counter of one endpoint, resolved when the endpoint joins.
     pub fn endpoint_requests(&self, cluster: &str, endpoint: &str) -> Counter {
         self.endpoint_requests.get_or_create_owned(&EndpointLabels {
             cluster: cluster.to_owned(),
             endpoint: endpoint.to_owned(),
         })
+    }
+
+    /// Live stats of one endpoint (outcomes and latency of the attempts sent
+    /// to it), resolved when the endpoint joins; the admin feed reads them
+    /// with [`Metrics::endpoint_live`].
+    pub fn endpoint_stats(&self, cluster: &str, endpoint: &str) -> Arc<LiveStats> {
+        lock(&self.endpoint_live)
+            .entry((cluster.to_owned(), endpoint.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// The live stats of an endpoint, if anything resolved them.
+    pub fn endpoint_live(&self, cluster: &str, endpoint: &str) -> Option<Arc<LiveStats>> {
+        lock(&self.endpoint_live)
+            .get(&(cluster.to_owned(), endpoint.to_owned()))
+            .cloned()
     }
 
     /// Drops every series of an endpoint that left its cluster, so that churn
@@ -445,6 +258,14 @@ impl Metrics {
         self.endpoint_in_flight.remove(&labels);
         self.endpoint_available.remove(&labels);
         self.endpoint_latency_ewma.remove(&labels);
+        for state in ENDPOINT_STATES {
+            self.endpoint_state.remove(&EndpointStateLabels {
+                cluster: cluster.to_owned(),
+                endpoint: endpoint.to_owned(),
+                state: state.to_owned(),
+            });
+        }
+        lock(&self.endpoint_live).remove(&(cluster.to_owned(), endpoint.to_owned()));
     }
 
     /// Renders every family in the Prometheus text exposition format (0.0.4),
@@ -456,82 +277,33 @@ impl Metrics {
         self.process_fds.set(saturating_i64(p.open_fds));
         self.process_threads.set(saturating_i64(p.threads));
         self.process_cpu.set(p.cpu_seconds);
+        for (cluster, stamp) in lock(&self.discovery_stamps).iter() {
+            if let Some(age) = stamp.age() {
+                self.discovery_age
+                    .get_or_create(&ClusterLabels {
+                        cluster: cluster.clone(),
+                    })
+                    .set(age.as_secs_f64());
+            }
+        }
         let mut open_metrics = String::with_capacity(16 * 1024);
         {
-            let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            let registry = lock(&self.registry);
             // Writing into a String cannot fail.
             let _ = encode(&mut open_metrics, &registry);
         }
-        openmetrics_to_prometheus(&open_metrics)
+        text::openmetrics_to_prometheus(&open_metrics)
     }
+}
+
+/// Locks a mutex that guards plain data: a panic elsewhere while holding it
+/// leaves nothing half-updated that matters, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Converts the OpenMetrics text that prometheus-client writes into the
-/// classic Prometheus text format: counter families are named with their
-/// `_total` suffix in HELP/TYPE, and the OpenMetrics-only `# UNIT` and
-/// `# EOF` lines are dropped.
-fn openmetrics_to_prometheus(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut counters: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                counters.push(name);
-            }
-        }
-    }
-    for line in text.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match rewritten {
-            Some(l) => out.push_str(&l),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// Pre-resolved handles for one route.
-#[derive(Clone, Debug)]
-pub struct RouteMetrics {
-    by_class: [Counter; 5],
-    duration: Histogram,
-}
-
-impl RouteMetrics {
-    pub fn record(&self, status: u16, elapsed: std::time::Duration) {
-        self.by_class[StatusClass::of(status).index()].inc();
-        self.duration.observe(elapsed.as_secs_f64());
-    }
-}
-
-/// Pre-resolved handles for one listener.
-#[derive(Clone, Debug)]
-pub struct ListenerMetrics {
-    pub connections_total: Counter,
-    pub connections_active: Gauge,
-    errors: Vec<(String, Counter)>,
-}
-
-impl ListenerMetrics {
-    pub fn error(&self, kind: &str) {
-        if let Some((_, c)) = self.errors.iter().find(|(k, _)| k == kind) {
-            c.inc();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -557,5 +329,49 @@ mod tests {
         assert!(!text.contains("# EOF"));
         assert!(!text.contains("# UNIT"));
         assert!(text.contains("switchyard_request_duration_seconds_count"));
+        assert_eq!(m.route_live()[0].stats.snapshot().requests, 1);
+    }
+
+    #[test]
+    fn health_discovery_and_span_families() {
+        let m = Metrics::new();
+        let hc = m.health_checks("api");
+        hc.record(true);
+        hc.record(false);
+        hc.record(false);
+        let d = m.discovery("api");
+        let text = m.render();
+        // No age before the first update: a gauge of "never" would be a lie.
+        assert!(!text.contains("switchyard_discovery_last_update_age_seconds{"));
+        d.updated();
+        d.failed();
+        m.spans().dropped(3);
+        m.spans().exported(7);
+        let text = m.render();
+        for line in [
+            "switchyard_health_checks_total{cluster=\"api\",result=\"passed\"} 1",
+            "switchyard_health_checks_total{cluster=\"api\",result=\"failed\"} 2",
+            "switchyard_discovery_updates_total{cluster=\"api\"} 1",
+            "switchyard_discovery_errors_total{cluster=\"api\"} 1",
+            "switchyard_discovery_last_update_age_seconds{cluster=\"api\"} ",
+            "switchyard_trace_spans_dropped_total 3",
+            "switchyard_trace_spans_exported_total 7",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn forgetting_an_endpoint_drops_its_live_stats() {
+        let m = Metrics::new();
+        let s = m.endpoint_stats("api", "127.0.0.1:1");
+        s.record(200, std::time::Duration::from_millis(1));
+        assert_eq!(
+            m.endpoint_live("api", "127.0.0.1:1")
+                .map(|s| s.snapshot().requests),
+            Some(1)
+        );
+        m.forget_endpoint("api", "127.0.0.1:1");
+        assert!(m.endpoint_live("api", "127.0.0.1:1").is_none());
     }
 }

@@ -17,9 +17,15 @@
 //! - [`python`]: the same Echo service and a conformance client in Python
 //!   `grpcio`, a third-party gRPC implementation, run from a private venv.
 //! - [`process`]: [`ChildGuard`], which kills a spawned child on drop.
+//! - [`etcd`]: [`Etcd`], a real etcd member or cluster (Debian's
+//!   `etcd-server`) on free loopback ports, with member kill and restart.
+//! - [`dnsmasq`]: [`Dnsmasq`], a real DNS server answering only the
+//!   records a test gives it.
 
 pub mod backend;
 pub mod client;
+pub mod dnsmasq;
+pub mod etcd;
 pub mod eventually;
 pub mod grpc;
 pub mod ports;
@@ -27,6 +33,8 @@ pub mod process;
 pub mod python;
 
 pub use backend::{Backend, BackendConfig, BackendHandle, Mode, RecordedRequest};
+pub use dnsmasq::{DnsRecord, Dnsmasq};
+pub use etcd::Etcd;
 pub use eventually::{eventually, wait_for};
 pub use grpc::GrpcBackend;
 pub use ports::{free_addr, free_port};

@@ -74,6 +74,49 @@ pub fn python_venv() -> PathBuf {
     .clone()
 }
 
+/// A separate venv `target/<name>` with `packages` installed, provisioned on
+/// first use (blocking) and reused while `import_check` (Python code) runs.
+/// For heavier third-party peers (e.g. an OTLP backend) that the gRPC venv
+/// should not carry. Panics with pip's output when installation fails.
+pub fn named_venv(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
+    let venv = workspace_root().join("target").join(name);
+    let _lock = DirLock::acquire(&venv.with_extension("lock"));
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        let base = std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let mut create = Command::new(&base);
+        create.arg("-m").arg("venv").arg(&venv);
+        run_or_panic(&mut create, &format!("creating the venv with {base}"));
+    }
+    let ok = |python: &Path| {
+        Command::new(python)
+            .args(["-c", import_check])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(&python) {
+        let mut install = Command::new(&python);
+        install
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(packages);
+        run_or_panic(&mut install, &format!("pip install {}", packages.join(" ")));
+        assert!(
+            ok(&python),
+            "`{import_check}` still fails in {} after pip install",
+            venv.display()
+        );
+    }
+    venv
+}
+
 /// The venv's interpreter.
 pub fn venv_python() -> PathBuf {
     python_venv().join("bin").join("python")

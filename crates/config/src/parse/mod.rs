@@ -16,13 +16,28 @@ use toml::de::DeTable;
 
 use crate::model::{
     AdminConfig, Config, HttpServerConfig, ListenerConfig, ListenerProtocol, LogConfig, LogFormat,
-    RuntimeConfig,
+    OtlpProtocol, RuntimeConfig, TracingConfig,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Listen, Refs, Site};
 
-const ROOT_KEYS: &[&str] = &["admin", "runtime", "log", "listeners", "clusters"];
-const ADMIN_KEYS: &[&str] = &["listen"];
+const ROOT_KEYS: &[&str] = &[
+    "admin",
+    "runtime",
+    "log",
+    "tracing",
+    "listeners",
+    "clusters",
+];
+const TRACING_KEYS: &[&str] = &[
+    "otlp_endpoint",
+    "protocol",
+    "service_name",
+    "sample_ratio",
+    "queue_size",
+    "batch_size",
+];
+const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
 const RUNTIME_KEYS: &[&str] = &["workers", "shutdown_grace"];
 const LOG_KEYS: &[&str] = &["level", "format", "access_log"];
 const LISTENER_KEYS: &[&str] = &[
@@ -58,6 +73,9 @@ pub(crate) fn document(ctx: &mut Ctx<'_>, root: &Spanned<DeTable<'_>>, refs: &mu
     if let Some(log) = root.get("log").and_then(|f| f.table(ctx, LOG_KEYS)) {
         config.log = log_config(ctx, &log);
     }
+    if let Some(tracing) = root.get("tracing").and_then(|f| f.table(ctx, TRACING_KEYS)) {
+        config.tracing = tracing_config(ctx, &tracing);
+    }
     if let Some(items) = root.get("listeners").and_then(|f| f.array(ctx)) {
         config.listeners = items
             .iter()
@@ -78,6 +96,9 @@ fn admin_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> AdminConfig {
     if let Some(listen) = t.opt(ctx, "listen", Field::socket_addr) {
         admin.listen = listen;
     }
+    admin.token_file = t
+        .opt(ctx, "token_file", Field::non_empty_str)
+        .map(std::path::PathBuf::from);
     admin
 }
 
@@ -107,6 +128,42 @@ fn log_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> LogConfig {
             .opt(ctx, "access_log", Field::bool)
             .unwrap_or(defaults.access_log),
     }
+}
+
+fn tracing_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> Option<TracingConfig> {
+    let defaults = TracingConfig::default();
+    let protocols = [("grpc", OtlpProtocol::Grpc), ("http", OtlpProtocol::Http)];
+    let endpoint = t.required(ctx, "otlp_endpoint").and_then(|f| {
+        let url = f.non_empty_str(ctx)?;
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Some(url.to_owned())
+        } else {
+            f.invalid(ctx, "an http:// or https:// URL of an OTLP collector")
+        }
+    });
+    // Every key is read before giving up, so all errors are reported.
+    let config = TracingConfig {
+        otlp_endpoint: String::new(),
+        protocol: t
+            .opt(ctx, "protocol", |f, c| f.choice(c, &protocols))
+            .unwrap_or(defaults.protocol),
+        service_name: t
+            .opt(ctx, "service_name", Field::non_empty_str)
+            .map_or(defaults.service_name, str::to_owned),
+        sample_ratio: t
+            .opt(ctx, "sample_ratio", |f, c| f.float_in(c, 0.0, 1.0))
+            .unwrap_or(defaults.sample_ratio),
+        queue_size: t
+            .opt(ctx, "queue_size", |f, c| f.usize_min(c, 1))
+            .unwrap_or(defaults.queue_size),
+        batch_size: t
+            .opt(ctx, "batch_size", |f, c| f.usize_min(c, 1))
+            .unwrap_or(defaults.batch_size),
+    };
+    Some(TracingConfig {
+        otlp_endpoint: endpoint?,
+        ..config
+    })
 }
 
 /// Listener and cluster names end up in metric labels and URLs, so they are

@@ -21,6 +21,15 @@ impl TestProxy {
     /// Starts a proxy from `toml`; `[admin]` is added on an ephemeral port
     /// unless the snippet has one.
     pub async fn start(toml: &str) -> TestProxy {
+        Self::start_with(toml, switchyard_proxy::DiscoveryOptions::default()).await
+    }
+
+    /// Like [`TestProxy::start`] with explicit discovery settings (e.g. the
+    /// test's own DNS server).
+    pub async fn start_with(
+        toml: &str,
+        discovery: switchyard_proxy::DiscoveryOptions,
+    ) -> TestProxy {
         let mut text = String::new();
         if !toml.contains("[admin]") {
             text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n\n");
@@ -29,7 +38,10 @@ impl TestProxy {
         let config = switchyard_config::parse(&text, "test.toml")
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
         let cluster_names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
-        let proxy = Proxy::bind(config).await.expect("proxy binds");
+        let metrics = Arc::new(switchyard_telemetry::Metrics::new());
+        let proxy = Proxy::bind_with(config, metrics, discovery)
+            .await
+            .expect("proxy binds");
         let addrs = proxy.listener_addrs();
         let admin = proxy.admin_addr();
         let clusters = cluster_names

@@ -20,6 +20,7 @@ pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
     let Some(hc) = cluster.health_check().cloned() else {
         return;
     };
+    let counted = cluster.metrics.health_checks(cluster.name());
     loop {
         let endpoints = cluster.endpoints();
         let results = join_all(
@@ -29,6 +30,7 @@ pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
         )
         .await;
         for (ep, ok) in endpoints.iter().zip(results) {
+            counted.record(ok);
             if let Some(t) = ep.health().record_check(ok, hc.healthy, hc.unhealthy) {
                 cluster.transition(ep, t);
             }

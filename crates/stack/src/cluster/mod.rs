@@ -56,11 +56,26 @@ pub struct Cluster {
     members: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
 }
 
-/// A discovered endpoint: where it is and its share of traffic.
+/// A discovered endpoint: where it is, its share of traffic, and whether it
+/// asked for no new requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointSpec {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Draining (shutting down): kept out of the balancer, so it gets no
+    /// new requests even in panic mode; requests in flight finish.
+    pub draining: bool,
+}
+
+impl EndpointSpec {
+    /// An endpoint that takes traffic.
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        Self {
+            addr,
+            weight,
+            draining: false,
+        }
+    }
 }
 
 impl Cluster {
@@ -154,13 +169,22 @@ impl Cluster {
     }
 
     /// Replaces the endpoint set. Endpoints that stay keep their state;
-    /// removed ones finish their in-flight requests (the requests hold an
-    /// `Arc`) and receive no new ones.
+    /// removed and draining ones finish their in-flight requests (the
+    /// requests hold an `Arc`) and receive no new ones. An endpoint that
+    /// stops draining comes back with fresh state.
     pub fn update(&self, specs: &[EndpointSpec]) {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = HashMap::with_capacity(specs.len());
         let mut list = Vec::with_capacity(specs.len());
         for spec in specs {
+            if spec.draining {
+                // Left out like a removed endpoint; `set_accepting(false)`
+                // also turns away a pick that loaded the previous set.
+                if let Some(ep) = members.get(&spec.addr) {
+                    ep.set_accepting(false);
+                }
+                continue;
+            }
             let ep = match members.get(&spec.addr) {
                 Some(ep) if ep.weight() == spec.weight.max(1) => ep.clone(),
                 _ => Arc::new(Endpoint::new(
@@ -210,7 +234,8 @@ impl Cluster {
             self.decisions.count(Decision::Overloaded);
             return Err(ProxyError::new(ErrorKind::Overloaded).at(endpoint.addr()));
         };
-        if endpoint.health().on_dispatch() {
+        let mut probe = ProbeRelease(endpoint.health().on_dispatch().then_some(endpoint));
+        if probe.0.is_some() {
             self.decisions.count(Decision::Probe);
             info!(cluster = %self.name, endpoint = %endpoint.addr(), "probing ejected endpoint");
         }
@@ -245,6 +270,7 @@ impl Cluster {
                         .load()
                         .observe(started.elapsed().max(FAILURE_PENALTY));
                     self.record(endpoint, Outcome::Failure);
+                    probe.0 = None;
                 } else if e.kind() == ErrorKind::Overloaded {
                     self.decisions.count(Decision::Overloaded);
                 }
@@ -288,6 +314,7 @@ impl Cluster {
                 warn!(cluster = %self.name, endpoint = %ep, ejected_for = ?duration, "probe failed; endpoint ejected again");
             }
             Transition::Restored => {
+                self.forget_penalty(endpoint);
                 self.decisions.count(Decision::Restored);
                 info!(cluster = %self.name, endpoint = %ep, "probe succeeded; endpoint restored");
             }
@@ -296,10 +323,22 @@ impl Cluster {
                 warn!(cluster = %self.name, endpoint = %ep, "health check failing; endpoint unhealthy");
             }
             Transition::Healthy => {
+                self.forget_penalty(endpoint);
                 self.decisions.count(Decision::Healthy);
                 info!(cluster = %self.name, endpoint = %ep, "health check passing; endpoint healthy");
             }
         }
+    }
+
+    /// Resets a returning endpoint's latency estimate to the cluster's
+    /// recent median, so that peak-EWMA gives it traffic again at once
+    /// instead of waiting for the failure penalty to decay.
+    fn forget_penalty(&self, endpoint: &Endpoint) {
+        let typical = self
+            .latency
+            .percentile(50.0, 1)
+            .unwrap_or(DEFAULT_RETURN_RTT);
+        endpoint.load().reset(typical);
     }
 
     /// Picks an endpoint and sends the request there.
@@ -385,6 +424,23 @@ fn is_failure<B>(resp: &Response<B>) -> bool {
         resp.headers().get("grpc-status").map(|v| v.as_bytes()),
         Some(b"14") | Some(b"13")
     )
+}
+
+/// Latency assumed for a returning endpoint when the cluster has no recent
+/// samples.
+const DEFAULT_RETURN_RTT: Duration = Duration::from_millis(5);
+
+/// Gives an unanswered probation probe back when its attempt ends without a
+/// verdict on the endpoint (dropped by a winning hedge, the deadline, or a
+/// local limit); disarmed once an outcome was recorded.
+struct ProbeRelease<'a>(Option<&'a Arc<Endpoint>>);
+
+impl Drop for ProbeRelease<'_> {
+    fn drop(&mut self) {
+        if let Some(ep) = self.0 {
+            ep.health().release_probe();
+        }
+    }
 }
 
 /// Latency recorded for a failed attempt: large enough to push peak-EWMA's

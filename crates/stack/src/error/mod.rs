@@ -78,6 +78,12 @@ impl ErrorKind {
         ErrorKind::Internal,
     ];
 
+    /// The kind named by [`ErrorKind::as_str`], e.g. from an
+    /// `x-switchyard-error` header.
+    pub fn from_str_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// True when the request provably never reached the upstream, so that
     /// sending it again cannot duplicate its effect, whatever its method.
     pub fn not_sent(self) -> bool {

@@ -13,10 +13,14 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use opentelemetry::KeyValue;
 use switchyard_balance::Target;
 use switchyard_config::{HedgeDelay, RetryOn, RetryPolicy};
 use switchyard_policy::{Backoff, Deadline, Permit, deadline};
-use switchyard_telemetry::Decision;
+use switchyard_telemetry::{
+    Decision,
+    trace::{AttemptSpan, RequestTrace, Tracer},
+};
 
 use crate::{
     body::{Body, ReplayBody},
@@ -90,9 +94,13 @@ pub(super) struct Attempts<'a> {
     pub grpc: bool,
     /// The attempt number the previous hop sent (1 when absent).
     pub incoming_attempt: u32,
+    /// The tracer and this request's trace, when tracing is on.
+    pub tracing: Option<(&'a Arc<Tracer>, &'a RequestTrace)>,
 }
 
 type AttemptResult = (Arc<Endpoint>, Result<Response<Body>, ProxyError>);
+/// An attempt ready to start: where, what, and its span.
+type Prepared = (Arc<Endpoint>, Request<Body>, Option<SpanGuard>);
 
 impl Attempts<'_> {
     /// Runs attempts until one answer is final.
@@ -120,8 +128,9 @@ impl Attempts<'_> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut retry_permits: Vec<Permit> = Vec::new();
-        let (ep, req) = self.prepare(&mut tried, log, max_attempts > 1 || hedge.is_some())?;
-        in_flight.push(attempt(cluster, ep, req, per_try));
+        let (ep, req, span) =
+            self.prepare(&mut tried, log, max_attempts > 1 || hedge.is_some(), false)?;
+        in_flight.push(attempt(cluster, ep, req, per_try, span));
 
         let hedge_delay = hedge.and_then(|h| match h.policy.delay {
             HedgeDelay::Fixed(d) => Some(d),
@@ -162,12 +171,12 @@ impl Attempts<'_> {
                     }
                     tokio::time::sleep(wait).await;
                     let more = log.attempts + 1 < max_attempts;
-                    let Ok((ep, req)) = self.prepare(&mut tried, log, more) else {
+                    let Ok((ep, req, span)) = self.prepare(&mut tried, log, more, false) else {
                         // The body outgrew the replay cap: the failure stands.
                         return res;
                     };
                     log.retries += 1;
-                    in_flight.push(attempt(cluster, ep, req, per_try));
+                    in_flight.push(attempt(cluster, ep, req, per_try, span));
                 }
                 _ = &mut hedge_timer, if hedge_armed => {
                     hedge_armed = false;
@@ -180,10 +189,10 @@ impl Attempts<'_> {
                         continue;
                     }
                     let more = log.attempts + 1 < hedge_max || max_attempts > log.attempts + 1;
-                    if let Ok((ep, req)) = self.prepare(&mut tried, log, more) {
+                    if let Ok((ep, req, span)) = self.prepare(&mut tried, log, more, true) {
                         self.cluster.decisions().count(Decision::Hedge);
                         log.hedges += 1;
-                        in_flight.push(attempt(cluster, ep, req, per_try));
+                        in_flight.push(attempt(cluster, ep, req, per_try, span));
                         if let Some(d) = hedge_delay {
                             if log.attempts < hedge_max {
                                 hedge_timer.as_mut().reset(tokio::time::Instant::now() + d);
@@ -203,7 +212,8 @@ impl Attempts<'_> {
         tried: &mut Vec<SocketAddr>,
         log: &mut AttemptLog,
         keep_head: bool,
-    ) -> Result<(Arc<Endpoint>, Request<Body>), ProxyError> {
+        hedge: bool,
+    ) -> Result<Prepared, ProxyError> {
         let endpoint = self.cluster.pick(self.hash, tried)?;
         let body = self
             .body
@@ -235,12 +245,84 @@ impl Attempts<'_> {
                 headers.insert(GRPC_TIMEOUT.clone(), v);
             }
         }
+        let span = self.tracing.map(|(tracer, trace)| {
+            let span = tracer.attempt(trace, &mut headers);
+            SpanGuard {
+                tracer: tracer.clone(),
+                trace: trace.clone(),
+                span,
+                number: log.attempts,
+                hedge,
+                method: self.head.method.clone(),
+                endpoint: endpoint.addr(),
+                done: false,
+            }
+        });
         let mut req = Request::new(body);
         *req.method_mut() = self.head.method.clone();
         *req.uri_mut() = self.head.uri.clone();
         *req.version_mut() = self.head.version;
         *req.headers_mut() = headers;
-        Ok((endpoint, req))
+        Ok((endpoint, req, span))
+    }
+}
+
+/// Ends an attempt's span when the attempt completes — or, when a hedge
+/// loses and its future is dropped, as cancelled.
+struct SpanGuard {
+    tracer: Arc<Tracer>,
+    trace: RequestTrace,
+    span: AttemptSpan,
+    number: u32,
+    hedge: bool,
+    method: Method,
+    endpoint: SocketAddr,
+    done: bool,
+}
+
+impl SpanGuard {
+    fn finish(mut self, res: &Result<Response<Body>, ProxyError>) {
+        self.done = true;
+        let (status, error) = match res {
+            Ok(r) => (
+                Some(r.status().as_u16()),
+                r.status().is_server_error().then_some("http_5xx"),
+            ),
+            Err(e) => (None, Some(e.kind().as_str())),
+        };
+        self.end(status, error);
+    }
+
+    fn end(&self, status: Option<u16>, error: Option<&'static str>) {
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", self.method.to_string()),
+            KeyValue::new("server.address", self.endpoint.ip().to_string()),
+            KeyValue::new("server.port", i64::from(self.endpoint.port())),
+            KeyValue::new(
+                "http.request.resend_count",
+                i64::from(self.number.saturating_sub(1)),
+            ),
+            KeyValue::new("switchyard.attempt", i64::from(self.number)),
+            KeyValue::new("switchyard.hedge", self.hedge),
+        ];
+        if let Some(s) = status {
+            attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+        }
+        self.tracer.end_attempt(
+            &self.trace,
+            self.span,
+            self.method.to_string(),
+            attrs,
+            error,
+        );
+    }
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(None, Some("cancelled"));
+        }
     }
 }
 
@@ -250,6 +332,7 @@ async fn attempt(
     endpoint: Arc<Endpoint>,
     req: Request<Body>,
     per_try: Option<Duration>,
+    span: Option<SpanGuard>,
 ) -> AttemptResult {
     let res = match per_try {
         Some(t) => match tokio::time::timeout(t, cluster.send_to(&endpoint, req)).await {
@@ -261,6 +344,9 @@ async fn attempt(
         },
         None => cluster.send_to(&endpoint, req).await,
     };
+    if let Some(span) = span {
+        span.finish(&res);
+    }
     (endpoint, res)
 }
 

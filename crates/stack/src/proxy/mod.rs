@@ -19,10 +19,14 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::body::Incoming;
+use opentelemetry::KeyValue;
 use switchyard_balance::{Target, hash_key};
 use switchyard_config::{HashOn, UpstreamProtocol};
 use switchyard_policy::{Deadline, deadline};
-use switchyard_telemetry::{Decision, ListenerMetrics};
+use switchyard_telemetry::{
+    Decision, ListenerMetrics,
+    trace::{RequestTrace, Tracer},
+};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -30,7 +34,10 @@ use self::attempt::{Attempts, Head, RequestBody};
 use crate::{
     body::{Body, ReplayBody},
     cluster::Cluster,
-    error::{ErrorKind, ProxyError, response::error_response},
+    error::{
+        ErrorKind, ProxyError,
+        response::{ERROR_HEADER, error_response},
+    },
     route::{Route, Router},
 };
 
@@ -41,6 +48,7 @@ pub struct HttpProxy {
     router: Router,
     metrics: ListenerMetrics,
     access_log: bool,
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// Per-connection facts the request path needs.
@@ -58,7 +66,15 @@ impl HttpProxy {
             router,
             metrics,
             access_log,
+            tracer: None,
         }
+    }
+
+    /// Records a span per request and per attempt with `tracer`.
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Option<Arc<Tracer>>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     pub fn router(&self) -> &Router {
@@ -80,11 +96,9 @@ impl HttpProxy {
         };
         let cluster = route.cluster();
         let method = req.method().clone();
-        let path = if self.access_log {
-            req.uri().path().to_owned()
-        } else {
-            String::new()
-        };
+        let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));
+        let needs_detail = self.access_log || trace.as_ref().is_some_and(|t| t.sampled);
+        let detail = needs_detail.then(|| RequestDetail::of(&req, conn));
         // The route's timeout, shortened by the caller's own deadline.
         let mut deadline = Deadline::after(route.timeout());
         if let Some(d) = incoming_timeout(req.headers(), grpc) {
@@ -96,7 +110,9 @@ impl HttpProxy {
             cluster.decisions().count(Decision::DeadlineExpired);
             self.fail(route, &ProxyError::new(ErrorKind::DeadlineExpired), grpc)
         } else {
-            let forward = self.forward(route, cluster, req, conn, deadline, grpc, &mut log);
+            let tracing = self.tracer.as_ref().zip(trace.as_ref());
+            let forward =
+                self.forward(route, cluster, req, conn, deadline, grpc, tracing, &mut log);
             match tokio::time::timeout_at(deadline.instant(), forward).await {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(err)) => self.fail(route, &err, grpc),
@@ -104,20 +120,85 @@ impl HttpProxy {
             }
         };
         let elapsed = started.elapsed();
-        route.metrics().record(resp.status().as_u16(), elapsed);
-        if self.access_log {
+        let status = resp.status().as_u16();
+        route.metrics().record(status, elapsed);
+        if let (Some(d), true) = (&detail, self.access_log) {
             access_log(
                 &self.listener,
                 route,
                 cluster,
                 &method,
-                &path,
-                resp.status().as_u16(),
+                d,
+                &resp,
                 elapsed,
                 &log,
+                trace.as_ref(),
             );
         }
+        if let (Some(tracer), Some(t), Some(d)) = (&self.tracer, &trace, &detail) {
+            if t.sampled {
+                self.end_span(
+                    tracer, t, d, route, cluster, &method, &resp, conn, grpc, &log,
+                );
+            }
+        }
         resp
+    }
+
+    /// Ends the request's server span with OpenTelemetry's HTTP and RPC
+    /// semantic-convention attributes.
+    #[allow(clippy::too_many_arguments)]
+    fn end_span(
+        &self,
+        tracer: &Tracer,
+        t: &RequestTrace,
+        d: &RequestDetail,
+        route: &Route,
+        cluster: &Cluster,
+        method: &http::Method,
+        resp: &Response<Body>,
+        conn: ConnInfo,
+        grpc: bool,
+        log: &AttemptLog,
+    ) {
+        let status = resp.status().as_u16();
+        let error = resp
+            .headers()
+            .get(ERROR_HEADER)
+            .and_then(|v| ErrorKind::from_str_name(v.to_str().ok()?))
+            .map(ErrorKind::as_str)
+            .or_else(|| (status >= 500).then_some("http_5xx"));
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("url.path", d.path.clone()),
+            KeyValue::new("url.scheme", conn.proto),
+            KeyValue::new("http.route", route.name().to_owned()),
+            KeyValue::new("network.protocol.version", d.version),
+            KeyValue::new("client.address", conn.peer.ip().to_string()),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("switchyard.listener", self.listener.to_string()),
+            KeyValue::new("switchyard.cluster", cluster.name().to_owned()),
+            KeyValue::new("switchyard.attempts", i64::from(log.attempts)),
+            KeyValue::new("switchyard.retries", i64::from(log.retries)),
+            KeyValue::new("switchyard.hedges", i64::from(log.hedges)),
+        ];
+        if let Some(a) = &d.authority {
+            attrs.push(KeyValue::new("server.address", a.clone()));
+        }
+        if let Some(ep) = log.endpoint {
+            attrs.push(KeyValue::new("switchyard.endpoint", ep.to_string()));
+        }
+        if grpc {
+            attrs.push(KeyValue::new("rpc.system", "grpc"));
+            let code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
+            if let Some(code) = code {
+                attrs.push(KeyValue::new("rpc.grpc.status_code", code));
+            }
+        }
+        tracer.end_request(t, format!("{} {}", method, route.name()), attrs, error);
     }
 
     fn fail(&self, route: &Route, err: &ProxyError, grpc: bool) -> Response<Body> {
@@ -141,6 +222,7 @@ impl HttpProxy {
         conn: ConnInfo,
         deadline: Deadline,
         grpc: bool,
+        tracing: Option<(&Arc<Tracer>, &RequestTrace)>,
         log: &mut AttemptLog,
     ) -> Result<Response<Body>, ProxyError> {
         let protocol = cluster.protocol();
@@ -197,6 +279,7 @@ impl HttpProxy {
             deadline,
             grpc,
             incoming_attempt,
+            tracing,
         };
         let mut resp = attempts.run(log).await?;
         headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -292,30 +375,69 @@ fn set_upstream_target(
     Ok(())
 }
 
+/// Request facts kept for the access log and the server span.
+#[derive(Debug)]
+struct RequestDetail {
+    path: String,
+    authority: Option<String>,
+    request_id: Option<String>,
+    version: &'static str,
+}
+
+impl RequestDetail {
+    fn of<B>(req: &Request<B>, _conn: ConnInfo) -> Self {
+        Self {
+            path: req.uri().path().to_owned(),
+            authority: crate::route::request_host(req).map(str::to_owned),
+            request_id: req
+                .headers()
+                .get(&headers::X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            version: match req.version() {
+                Version::HTTP_2 => "2",
+                Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        }
+    }
+}
+
+/// One line per request, JSON when the log format is JSON. Written through
+/// the non-blocking log writer, so a slow log sink drops lines rather than
+/// delaying requests. `bytes` is the response's Content-Length when known.
 #[allow(clippy::too_many_arguments)]
 fn access_log(
     listener: &str,
     route: &Route,
     cluster: &Cluster,
     method: &http::Method,
-    path: &str,
-    status: u16,
+    d: &RequestDetail,
+    resp: &Response<Body>,
     elapsed: Duration,
     log: &AttemptLog,
+    trace: Option<&RequestTrace>,
 ) {
     info!(
         target: "switchyard::access",
         listener,
+        method = method.as_str(),
+        authority = d.authority.as_deref(),
+        path = d.path.as_str(),
+        protocol = d.version,
+        status = resp.status().as_u16(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        bytes = http_body::Body::size_hint(resp.body()).exact(),
         route = route.name(),
         cluster = cluster.name(),
-        method = method.as_str(),
-        path,
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
         endpoint = log.endpoint.map(|e| e.to_string()),
         attempts = log.attempts,
         retries = log.retries,
         hedges = log.hedges,
         retry_refused = log.retry_refused.map(|d| d.as_str()),
+        error = resp.headers().get(ERROR_HEADER).and_then(|v| v.to_str().ok()),
+        request_id = d.request_id.as_deref(),
+        trace_id = trace.map(|t| format!("{:032x}", t.trace_id)),
+        span_id = trace.map(|t| format!("{:016x}", t.span_id)),
     );
 }

@@ -3,45 +3,47 @@
 //!
 //! Both kinds share one accept loop (hyper-util's auto server, so one port
 //! speaks HTTP/1.1 and h2c) and one [`BackendHandle`]; only the per-request
-//! handler differs. Serving gRPC through the same loop rather than tonic's
-//! `Server` is what makes [`BackendHandle::stop`] a real crash for both kinds:
-//! the listener closes and every open connection is dropped at once.
+//! handler differs (see `serve.rs`). Serving gRPC through the same loop rather
+//! than tonic's `Server` is what makes [`BackendHandle::stop`] a real crash
+//! for both kinds: the listener closes and every open connection is dropped
+//! at once.
 //!
 //! - HTTP: `GET /api/...` answers 200 with `{"backend": name, "path": path}`;
 //!   `/healthz` answers 200 `ok` (for health checks, not counted); anything
 //!   else is 404.
 //! - gRPC: `switchyard.demo.v1.Inventory/GetItem` answers an `Item` naming
-//!   the backend in `served_by`.
+//!   the backend in `served_by`; `grpc.health.v1.Health` answers SERVING for
+//!   the whole server (`""`) for as long as the backend runs.
 //!
 //! Every counted answer waits a random latency in the configured range first,
-//! so the balancer's latency view has something realistic to work with.
+//! so the balancer's latency view has something realistic to work with. With
+//! an error rate set ([`BackendHandle::set_error_rate`]), that share of
+//! counted requests fails instead: HTTP 503, gRPC `UNAVAILABLE` — the
+//! answers of an overloaded or half-broken instance that health checks do
+//! not catch, so only passive detection and retries can.
+
+mod serve;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-use tonic::codegen::Service as _;
-
-use crate::pb::inventory_server::{Inventory, InventoryServer};
-use crate::pb::{GetItemRequest, Item};
+use tokio::task::JoinHandle;
+use tonic_health::server::HealthReporter;
 
 /// Default answer latency: a few milliseconds, like a service doing a cache
 /// lookup; the jitter keeps endpoints distinguishable to a latency-aware
 /// balancer without making the demo slow.
 pub const DEFAULT_LATENCY: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_millis(5));
+
+/// Error rates are kept in parts per million: fine enough for any rate a
+/// scenario asks for, and an integer fits an atomic.
+const PPM: f64 = 1_000_000.0;
 
 /// What a backend speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +83,20 @@ struct Inner {
     /// Fixed for the backend's life, so a restart comes back where the
     /// proxy's static discovery expects it.
     addr: SocketAddr,
+    /// Requests answered successfully.
     served: AtomicU64,
+    /// Requests failed on purpose (the error rate).
+    failed: AtomicU64,
+    /// `served` when the backend last (re)started, so a report can tell
+    /// whether traffic came back after a restart.
+    served_at_start: AtomicU64,
+    restarts: AtomicU32,
     /// Answer latency range in microseconds, `(min, max)`.
     latency_us: Mutex<(u64, u64)>,
+    /// Share of counted requests to fail, in parts per million.
+    error_ppm: AtomicU32,
+    /// The `grpc.health.v1` statuses; SERVING for `""` from the start.
+    health: HealthReporter,
     /// The current listening run; `None` while stopped.
     run: Mutex<Option<Run>>,
 }
@@ -106,7 +119,12 @@ impl Backend {
             protocol,
             addr: listener.local_addr()?,
             served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            served_at_start: AtomicU64::new(0),
+            restarts: AtomicU32::new(0),
             latency_us: Mutex::new((micros(min), micros(max))),
+            error_ppm: AtomicU32::new(0),
+            health: HealthReporter::new(),
             run: Mutex::new(None),
         });
         let handle = BackendHandle { inner };
@@ -151,9 +169,28 @@ impl BackendHandle {
         self.inner.addr
     }
 
-    /// Requests answered (counted ones only: `/api/...` and `GetItem`).
+    /// Requests answered successfully (counted ones only: `/api/...` and
+    /// `GetItem`).
     pub fn served(&self) -> u64 {
         self.inner.served.load(Ordering::Relaxed)
+    }
+
+    /// Counted requests failed on purpose by the error rate.
+    pub fn failed(&self) -> u64 {
+        self.inner.failed.load(Ordering::Relaxed)
+    }
+
+    /// How many times [`BackendHandle::start`] brought it back.
+    pub fn restarts(&self) -> u32 {
+        self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Requests served since the last restart; `None` if it never restarted.
+    pub fn served_since_restart(&self) -> Option<u64> {
+        (self.restarts() > 0).then(|| {
+            self.served()
+                .saturating_sub(self.inner.served_at_start.load(Ordering::Relaxed))
+        })
     }
 
     pub fn is_running(&self) -> bool {
@@ -169,6 +206,24 @@ impl BackendHandle {
     pub fn latency(&self) -> (Duration, Duration) {
         let (min, max) = *lock(&self.inner.latency_us);
         (Duration::from_micros(min), Duration::from_micros(max))
+    }
+
+    /// From now on, fails this share (clamped to `0.0..=1.0`) of counted
+    /// requests: HTTP 503 or gRPC `UNAVAILABLE`, after the usual latency.
+    pub fn set_error_rate(&self, rate: f64) {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        // In 0..=1e6 after the clamp, so the cast is exact enough and cannot
+        // overflow.
+        let ppm = (rate * PPM).round() as u32;
+        self.inner.error_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        f64::from(self.inner.error_ppm.load(Ordering::Relaxed)) / PPM
     }
 
     /// Simulates a crash: unbinds the port and drops every open connection,
@@ -191,13 +246,17 @@ impl BackendHandle {
             return Ok(());
         }
         let listener = bind(self.inner.addr)?;
+        self.inner
+            .served_at_start
+            .store(self.served(), Ordering::Relaxed);
+        self.inner.restarts.fetch_add(1, Ordering::Relaxed);
         self.launch(listener);
         Ok(())
     }
 
     fn launch(&self, listener: TcpListener) {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(self.inner.clone(), listener, stopped));
+        let task = tokio::spawn(serve::accept_loop(self.inner.clone(), listener, stopped));
         *self.lock_run() = Some(Run { stop, task });
     }
 
@@ -267,121 +326,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let mut conns = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => accepted,
-        };
-        // Reap finished connections so the set does not grow without bound.
-        while conns.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, _peer)) => {
-                conns.spawn(serve_connection(inner.clone(), stream));
-            }
-            // E.g. EMFILE: back off instead of spinning.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-    drop(listener);
-    // Aborts every connection: a crash, not a drain.
-    conns.shutdown().await;
-}
-
-async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
-    // Latencies are a few ms; Nagle would add 40 ms stalls to small writes.
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    // Connection errors (a client that went away) are routine and need no
-    // reporting: the load generator accounts for every failed request.
-    let _ = match inner.protocol {
-        Protocol::Http => {
-            let svc = service_fn(move |req| answer_http(inner.clone(), req));
-            builder.serve_connection(io, svc).await
-        }
-        Protocol::Grpc => {
-            let server = InventoryServer::new(InventoryService { inner });
-            let svc = service_fn(move |req: Request<Incoming>| server.clone().call(req));
-            builder.serve_connection(io, svc).await
-        }
-    };
-}
-
-async fn answer_http(
-    inner: Arc<Inner>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let path = req.uri().path();
-    let (status, content_type, body) = if path == "/healthz" {
-        (StatusCode::OK, "text/plain", Bytes::from_static(b"ok"))
-    } else if path.starts_with("/api/") && req.method() == Method::GET {
-        inner.pause().await;
-        let body = serde_json::json!({ "backend": inner.name, "path": path });
-        inner.served.fetch_add(1, Ordering::Relaxed);
-        (
-            StatusCode::OK,
-            "application/json",
-            Bytes::from(body.to_string()),
-        )
-    } else {
-        (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            Bytes::from_static(b"not found"),
-        )
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    Ok(response)
-}
-
-/// The gRPC `Inventory` service of one backend.
-#[derive(Debug)]
-struct InventoryService {
-    inner: Arc<Inner>,
-}
-
-#[tonic::async_trait]
-impl Inventory for InventoryService {
-    async fn get_item(
-        &self,
-        request: tonic::Request<GetItemRequest>,
-    ) -> Result<tonic::Response<Item>, tonic::Status> {
-        let sku = request.into_inner().sku;
-        self.inner.pause().await;
-        // A stable fake stock level, so repeated lookups look consistent.
-        let quantity = sku
-            .bytes()
-            .fold(7u32, |acc, b| acc.wrapping_mul(31) ^ u32::from(b))
-            % 100;
-        self.inner.served.fetch_add(1, Ordering::Relaxed);
-        Ok(tonic::Response::new(Item {
-            name: format!("item {sku}"),
-            sku,
-            quantity,
-            served_by: self.inner.name.clone(),
-        }))
-    }
-}
-
-impl Inner {
-    /// Waits the backend's answer latency.
-    async fn pause(&self) {
-        let (min, max) = *lock(&self.latency_us);
-        let wait = fastrand::u64(min..=max);
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_micros(wait)).await;
-        }
-    }
 }
 
 fn micros(d: Duration) -> u64 {

@@ -1,0 +1,121 @@
+//! Service discovery for the proxy's clusters: one source per cluster,
+//! applied to the cluster in the background.
+//!
+//! Each non-static cluster gets a source task (`switchyard-discovery`)
+//! and an applier task that turns each new endpoint set into
+//! `Cluster::update`, which builds the balancer's tables and swaps them in
+//! atomically. Requests never wait on discovery: a pick reads whatever set
+//! was swapped in last. A failing source keeps the last known set.
+
+use std::{sync::Arc, time::Duration};
+
+use switchyard_config::{ClusterConfig, Discovery as DiscoveryConfig, DnsDiscovery};
+use switchyard_discovery::{
+    Backoff, Discovered, Discovery, DnsOptions, DnsQuery, DnsSource, EtcdSource, RegistrySource,
+    SourceError, spawn,
+};
+use switchyard_stack::cluster::{Cluster, EndpointSpec};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// How the proxy runs its discovery sources.
+#[derive(Clone, Debug)]
+pub struct DiscoveryOptions {
+    /// DNS resolution settings (name servers, TTL bounds).
+    pub dns: DnsOptions,
+    /// Retry pacing of a failing source.
+    pub backoff: Backoff,
+    /// Default 3s: how long `Proxy::bind` waits for every dynamic cluster's
+    /// first endpoint set, so the proxy does not start answering 503 for a
+    /// cluster whose registry answers in milliseconds. A source still
+    /// silent after it starts empty and fills in when it answers.
+    pub initial_wait: Duration,
+}
+
+impl Default for DiscoveryOptions {
+    fn default() -> Self {
+        Self {
+            dns: DnsOptions::default(),
+            backoff: Backoff::default(),
+            initial_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A cluster's running discovery; dropping it stops both tasks.
+#[derive(Debug)]
+pub(crate) struct ClusterDiscovery {
+    cluster: String,
+    discovery: Discovery,
+    applier: JoinHandle<()>,
+}
+
+impl Drop for ClusterDiscovery {
+    fn drop(&mut self) {
+        self.applier.abort();
+    }
+}
+
+impl ClusterDiscovery {
+    pub(crate) async fn wait_synced(&self, timeout: Duration) {
+        if !self.discovery.wait_synced(timeout).await {
+            warn!(cluster = %self.cluster, source = %self.discovery.describe(), waited = ?timeout, "no endpoints discovered yet; starting with an empty cluster");
+        }
+    }
+}
+
+/// Starts discovery for one cluster. Static endpoints are applied at once
+/// and need no task (`None`).
+pub(crate) fn start(
+    config: &ClusterConfig,
+    cluster: Arc<Cluster>,
+    opts: &DiscoveryOptions,
+) -> Result<Option<ClusterDiscovery>, SourceError> {
+    let discovery = match &config.discovery {
+        DiscoveryConfig::Static(eps) => {
+            let specs: Vec<EndpointSpec> = eps
+                .iter()
+                .map(|e| EndpointSpec::new(e.address, e.weight))
+                .collect();
+            cluster.update(&specs);
+            return Ok(None);
+        }
+        DiscoveryConfig::Registry { url, service } => {
+            spawn(RegistrySource::new(url, service)?, opts.backoff)
+        }
+        DiscoveryConfig::Dns(DnsDiscovery::Name(name)) => spawn(
+            DnsSource::new(DnsQuery::name(name)?, opts.dns.clone())?,
+            opts.backoff,
+        ),
+        DiscoveryConfig::Dns(DnsDiscovery::Srv(name)) => spawn(
+            DnsSource::new(DnsQuery::Srv(name.clone()), opts.dns.clone())?,
+            opts.backoff,
+        ),
+        DiscoveryConfig::Etcd { endpoints, prefix } => {
+            spawn(EtcdSource::new(endpoints, prefix)?, opts.backoff)
+        }
+    };
+    let mut rx = discovery.subscribe();
+    let applier = tokio::spawn(async move {
+        // Ends when the source task ends (the discovery was dropped).
+        while rx.changed().await.is_ok() {
+            let set = rx.borrow_and_update().clone();
+            cluster.update(&specs(&set));
+        }
+    });
+    Ok(Some(ClusterDiscovery {
+        cluster: config.name.clone(),
+        discovery,
+        applier,
+    }))
+}
+
+fn specs(set: &[Discovered]) -> Vec<EndpointSpec> {
+    set.iter()
+        .map(|d| EndpointSpec {
+            addr: d.addr,
+            weight: d.weight,
+            draining: d.draining,
+        })
+        .collect()
+}

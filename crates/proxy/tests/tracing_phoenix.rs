@@ -1,0 +1,147 @@
+//! Distributed tracing against a real OTLP backend nobody here wrote:
+//! Arize Phoenix (from PyPI) receives spans from two chained proxies, and
+//! the trace it stores has the expected parent/child structure.
+
+mod common;
+
+use std::{collections::HashMap, net::SocketAddr, process::Stdio, time::Duration};
+
+use common::{TestProxy, cluster};
+use switchyard_test_support::{
+    Backend, BackendConfig, ChildGuard, client::get, free_port, python::named_venv, wait_for,
+};
+
+fn route_proxy(service: &str, phoenix: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        "[tracing]\notlp_endpoint = \"http://{phoenix}/v1/traces\"\nprotocol = \"http\"\nservice_name = \"{service}\"\nsample_ratio = 1.0\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n  [[listeners.routes]]\n  name = \"{service}-route\"\n  cluster = \"api\"\n\n{}",
+        cluster("api", &[upstream], "")
+    )
+}
+
+async fn start_phoenix() -> (ChildGuard, SocketAddr, tempfile::TempDir) {
+    let venv = tokio::task::spawn_blocking(|| {
+        named_venv("pyvenv-phoenix", &["arize-phoenix"], "import phoenix")
+    })
+    .await
+    .expect("venv provisioning");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let grpc_port = free_port();
+    let child = tokio::process::Command::new(venv.join("bin").join("phoenix"))
+        .arg("serve")
+        .env("PHOENIX_WORKING_DIR", dir.path())
+        .env("PHOENIX_HOST", "127.0.0.1")
+        .env("PHOENIX_PORT", port.to_string())
+        .env("PHOENIX_GRPC_PORT", grpc_port.to_string())
+        .env("PHOENIX_TELEMETRY_ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("phoenix starts");
+    let guard = ChildGuard::new("phoenix", child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for(
+        Duration::from_secs(90),
+        "phoenix to answer HTTP",
+        || async move {
+            switchyard_test_support::client::send_http1(
+                addr,
+                switchyard_test_support::client::request(
+                    http::Method::GET,
+                    "/healthz",
+                    bytes::Bytes::new(),
+                ),
+            )
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+        },
+    )
+    .await;
+    (guard, addr, dir)
+}
+
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    span_id: String,
+    parent_id: Option<String>,
+}
+
+async fn spans_of(phoenix: SocketAddr, trace_id: &str) -> Vec<Span> {
+    let r = get(phoenix, "/v1/projects/default/spans?limit=1000").await;
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap_or_default();
+    v["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["context"]["trace_id"].as_str() == Some(trace_id))
+        .map(|s| Span {
+            name: s["name"].as_str().unwrap_or_default().to_owned(),
+            span_id: s["context"]["span_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            parent_id: s["parent_id"].as_str().map(str::to_owned),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chained_proxies_produce_one_connected_trace() {
+    let (_phoenix, phoenix, _dir) = start_phoenix().await;
+    let backend = Backend::start(BackendConfig::new("b")).await;
+    let hop_b = TestProxy::start(&route_proxy("hop-b", phoenix, backend.addr())).await;
+    let hop_a = TestProxy::start(&route_proxy("hop-a", phoenix, hop_b.addr)).await;
+
+    let r = get(hop_a.addr, "/traced").await;
+    assert_eq!(r.status(), 200);
+    let tp = backend
+        .last_request()
+        .unwrap()
+        .header("traceparent")
+        .expect("traceparent reaches the backend")
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    let trace_id = parts[1].to_owned();
+    assert_eq!(parts[3], "01", "sampled");
+
+    let spans = wait_for(
+        Duration::from_secs(30),
+        "four spans of the trace in phoenix",
+        || {
+            let trace_id = trace_id.clone();
+            async move {
+                let s = spans_of(phoenix, &trace_id).await;
+                (s.len() >= 4).then_some(s)
+            }
+        },
+    )
+    .await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let by_id: HashMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let roots: Vec<&Span> = spans.iter().filter(|s| s.parent_id.is_none()).collect();
+    assert_eq!(roots.len(), 1, "one root: {spans:#?}");
+    let a_server = roots[0];
+    assert_eq!(a_server.name, "GET hop-a-route");
+    let child_of = |parent: &Span| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| s.parent_id.as_deref() == Some(parent.span_id.as_str()))
+            .collect()
+    };
+    let a_attempt = child_of(a_server);
+    assert_eq!(a_attempt.len(), 1, "{spans:#?}");
+    assert_eq!(a_attempt[0].name, "GET");
+    let b_server = child_of(a_attempt[0]);
+    assert_eq!(b_server.len(), 1, "{spans:#?}");
+    assert_eq!(b_server[0].name, "GET hop-b-route");
+    let b_attempt = child_of(b_server[0]);
+    assert_eq!(b_attempt.len(), 1, "{spans:#?}");
+    // The backend's parent is hop B's attempt span.
+    assert_eq!(parts[2], b_attempt[0].span_id, "{spans:#?}");
+    assert!(by_id.contains_key(parts[2]));
+}

@@ -1,0 +1,181 @@
+//! Pre-resolved handles: what the request path, health checker, discovery
+//! and span exporter hold so that recording is a few atomic operations and
+//! never a label lookup.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+
+use super::labels::{Decision, StatusClass};
+use crate::live::LiveStats;
+
+/// Pre-resolved handles for one route.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    pub(super) by_class: [Counter; 5],
+    pub(super) duration: Histogram,
+    /// Read by the admin feed for live rates and percentiles.
+    pub(super) live: Arc<LiveStats>,
+}
+
+impl RouteMetrics {
+    /// Records one answered request: the Prometheus counter and histogram,
+    /// and the live stats of the dashboard (three relaxed additions).
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.by_class[StatusClass::of(status).index()].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        self.live.record(status, elapsed);
+    }
+}
+
+/// Pre-resolved handles for one listener.
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    pub connections_total: Counter,
+    pub connections_active: Gauge,
+    pub(super) errors: Vec<(String, Counter)>,
+}
+
+impl ListenerMetrics {
+    pub fn error(&self, kind: &str) {
+        if let Some((_, c)) = self.errors.iter().find(|(k, _)| k == kind) {
+            c.inc();
+        }
+    }
+}
+
+/// Pre-resolved decision counters of one cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    pub(super) decisions: [Counter; 12],
+}
+
+impl ClusterMetrics {
+    pub fn count(&self, d: Decision) {
+        self.decisions[d.index()].inc();
+    }
+
+    pub fn get(&self, d: Decision) -> u64 {
+        self.decisions[d.index()].get()
+    }
+
+    /// Every decision with its count, for the admin API.
+    pub fn all(&self) -> Vec<(&'static str, u64)> {
+        Decision::ALL
+            .iter()
+            .map(|d| (d.as_str(), self.get(*d)))
+            .collect()
+    }
+}
+
+/// Active health-check results of one cluster
+/// (`switchyard_health_checks_total{cluster,result}`).
+#[derive(Clone, Debug)]
+pub struct HealthCheckMetrics {
+    pub(super) passed: Counter,
+    pub(super) failed: Counter,
+}
+
+impl HealthCheckMetrics {
+    /// Counts one check of one endpoint.
+    pub fn record(&self, passed: bool) {
+        if passed {
+            self.passed.inc();
+        } else {
+            self.failed.inc();
+        }
+    }
+}
+
+/// Discovery activity of one cluster: how often its endpoint set was
+/// refreshed, how often the source failed, and (at scrape time) how long ago
+/// the last refresh was — the lag an operator alerts on.
+#[derive(Clone, Debug)]
+pub struct DiscoveryMetrics {
+    pub(super) updates: Counter,
+    pub(super) errors: Counter,
+    pub(super) last_update: Arc<UpdateStamp>,
+}
+
+impl DiscoveryMetrics {
+    /// The source delivered an endpoint set (changed or not) and it was
+    /// applied to the cluster: counts it and restarts the age gauge.
+    pub fn updated(&self) {
+        self.updates.inc();
+        self.last_update.stamp();
+    }
+
+    /// The source failed to answer (connection refused, bad response, watch
+    /// broken); the cluster keeps its last known endpoints.
+    pub fn failed(&self) {
+        self.errors.inc();
+    }
+
+    pub fn updates(&self) -> u64 {
+        self.updates.get()
+    }
+}
+
+/// When a cluster's discovery last delivered, as nanoseconds after a shared
+/// epoch; zero means never, so the age gauge is only exported once the
+/// first update has arrived.
+#[derive(Debug)]
+pub(super) struct UpdateStamp {
+    epoch: Instant,
+    nanos: AtomicU64,
+}
+
+impl UpdateStamp {
+    pub(super) fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self) {
+        let n = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // `max(1)`: zero is reserved for "never".
+        self.nanos.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Time since the last update, `None` before the first.
+    pub(super) fn age(&self) -> Option<Duration> {
+        let n = self.nanos.load(Ordering::Relaxed);
+        (n != 0).then(|| self.epoch.elapsed().saturating_sub(Duration::from_nanos(n)))
+    }
+}
+
+/// Trace export outcome counters; the span exporter holds a clone.
+#[derive(Clone, Debug)]
+pub struct SpanMetrics {
+    pub(super) dropped: Counter,
+    pub(super) exported: Counter,
+}
+
+impl SpanMetrics {
+    /// Spans dropped because the export queue was full or the collector
+    /// rejected them.
+    pub fn dropped(&self, spans: u64) {
+        self.dropped.inc_by(spans);
+    }
+
+    /// Spans the collector accepted.
+    pub fn exported(&self, spans: u64) {
+        self.exported.inc_by(spans);
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    pub fn exported_total(&self) -> u64 {
+        self.exported.get()
+    }
+}
