@@ -148,6 +148,7 @@ async fn propagation(store: &str, samples: usize) -> anyhow::Result<()> {
         )
         .await?;
         loop {
+            conn.ready().await?;
             let resp = conn
                 .send_request(client::request(Method::GET, "/", Bytes::new()))
                 .await?;

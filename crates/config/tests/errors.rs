@@ -48,7 +48,14 @@ fn unknown_top_level_key_and_section() {
     };
     assert_eq!(
         expected,
-        &["admin", "runtime", "log", "listeners", "clusters"]
+        &[
+            "admin",
+            "runtime",
+            "log",
+            "tracing",
+            "listeners",
+            "clusters"
+        ]
     );
 }
 

@@ -171,7 +171,11 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
             opts.http_backends, opts.grpc_backends
         ));
         say(&format!(
-            "  admin: http://{admin}/clusters  http://{admin}/metrics"
+            "  dashboard: http://{admin}{}   (live while the demo runs)",
+            switchyard_admin::DASHBOARD_PATH
+        ));
+        say(&format!(
+            "  admin: http://{admin}/clusters  http://{admin}/metrics  http://{admin}/events"
         ));
     }
 

@@ -140,7 +140,10 @@ impl Proxy {
                 .await;
         }
         let tracer = match &config.tracing {
-            Some(t) => Some(switchyard_telemetry::trace::Tracer::start(t)?),
+            Some(t) => Some(switchyard_telemetry::trace::Tracer::start(
+                t,
+                Some(metrics.spans()),
+            )?),
             None => None,
         };
         let error_kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();

@@ -12,6 +12,7 @@ use std::{
 use prometheus_client::metrics::counter::Counter;
 use switchyard_balance::{Load, Target};
 use switchyard_policy::EndpointHealth;
+use switchyard_telemetry::live::LiveStats;
 
 use crate::upstream::{Pool, PoolSettings};
 
@@ -35,6 +36,9 @@ pub struct Endpoint {
     /// Passive ejection and active health-check state.
     health: EndpointHealth,
     requests: Counter,
+    /// Recent request rate, latency percentiles and errors, for the live
+    /// feed and dashboard.
+    stats: Arc<LiveStats>,
 }
 
 impl Endpoint {
@@ -43,6 +47,7 @@ impl Endpoint {
         weight: u32,
         settings: Arc<PoolSettings>,
         requests: Counter,
+        stats: Arc<LiveStats>,
     ) -> Self {
         Self {
             addr,
@@ -52,11 +57,16 @@ impl Endpoint {
             accepting: AtomicBool::new(true),
             health: EndpointHealth::new(),
             requests,
+            stats,
         }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub fn stats(&self) -> &LiveStats {
+        &self.stats
     }
 
     pub fn health(&self) -> &EndpointHealth {

@@ -193,6 +193,8 @@ impl Cluster {
                     self.settings.clone(),
                     self.metrics
                         .endpoint_requests(&self.name, &spec.addr.to_string()),
+                    self.metrics
+                        .endpoint_stats(&self.name, &spec.addr.to_string()),
                 )),
             };
             next.insert(spec.addr, ep.clone());
@@ -250,6 +252,9 @@ impl Cluster {
                 if !failed {
                     self.latency.record(elapsed);
                 }
+                endpoint
+                    .stats()
+                    .record(if failed { 503 } else { resp.status().as_u16() }, elapsed);
                 self.record(
                     endpoint,
                     if failed {
@@ -269,6 +274,7 @@ impl Cluster {
                     endpoint
                         .load()
                         .observe(started.elapsed().max(FAILURE_PENALTY));
+                    endpoint.stats().record(502, started.elapsed());
                     self.record(endpoint, Outcome::Failure);
                     probe.0 = None;
                 } else if e.kind() == ErrorKind::Overloaded {
@@ -281,8 +287,9 @@ impl Cluster {
 
     /// An attempt to `endpoint` ran out of its per-try timeout: as much a
     /// failure of the endpoint as a reset.
-    pub fn record_timeout(&self, endpoint: &Endpoint) {
+    pub fn record_timeout(&self, endpoint: &Endpoint, elapsed: Duration) {
         endpoint.load().observe(FAILURE_PENALTY);
+        endpoint.stats().record(504, elapsed);
         self.record(endpoint, Outcome::Failure);
     }
 

@@ -338,7 +338,7 @@ async fn attempt(
         Some(t) => match tokio::time::timeout(t, cluster.send_to(&endpoint, req)).await {
             Ok(r) => r,
             Err(_) => {
-                cluster.record_timeout(&endpoint);
+                cluster.record_timeout(&endpoint, t);
                 Err(ProxyError::new(ErrorKind::Timeout).at(endpoint.addr()))
             }
         },

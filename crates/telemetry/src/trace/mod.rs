@@ -38,6 +38,8 @@ use tokio::sync::mpsc;
 
 pub use propagation::Format;
 
+use crate::metrics::SpanMetrics;
+
 /// How long a partial batch waits for more spans before it is sent.
 const SCHEDULE_DELAY: Duration = Duration::from_secs(1);
 /// Upper bound of one export call, so a hung collector cannot stall the
@@ -68,6 +70,7 @@ pub struct Tracer {
     threshold: u64,
     scope: InstrumentationScope,
     stats: Arc<TraceStats>,
+    metrics: Option<SpanMetrics>,
 }
 
 /// The trace context of one request through this hop.
@@ -103,7 +106,10 @@ fn random_nonzero_u64() -> u64 {
 impl Tracer {
     /// Builds the exporter and starts the export task; must run inside a
     /// tokio runtime.
-    pub fn start(cfg: &TracingConfig) -> Result<Arc<Self>, TraceError> {
+    pub fn start(
+        cfg: &TracingConfig,
+        metrics: Option<SpanMetrics>,
+    ) -> Result<Arc<Self>, TraceError> {
         let err = |reason: String| TraceError {
             endpoint: cfg.otlp_endpoint.clone(),
             reason,
@@ -139,6 +145,7 @@ impl Tracer {
             exporter,
             cfg.batch_size.max(1),
             stats.clone(),
+            metrics.clone(),
         ));
         let threshold = (cfg.sample_ratio.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
         Ok(Arc::new(Self {
@@ -148,6 +155,7 @@ impl Tracer {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             stats,
+            metrics,
         }))
     }
 
@@ -306,6 +314,9 @@ impl Tracer {
         self.stats.recorded.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(span).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.dropped(1);
+            }
         }
     }
 }
@@ -315,6 +326,7 @@ async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
     batch_size: usize,
     stats: Arc<TraceStats>,
+    metrics: Option<SpanMetrics>,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
     while let Some(first) = rx.recv().await {
@@ -331,13 +343,22 @@ async fn export_loop(
         match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
             Ok(Ok(())) => {
                 stats.exported.fetch_add(n, Ordering::Relaxed);
+                if let Some(m) = &metrics {
+                    m.exported(n);
+                }
             }
             Ok(Err(e)) => {
                 stats.export_failures.fetch_add(n, Ordering::Relaxed);
+                if let Some(m) = &metrics {
+                    m.dropped(n);
+                }
                 tracing::debug!(error = %e, spans = n, "span export failed");
             }
             Err(_) => {
                 stats.export_failures.fetch_add(n, Ordering::Relaxed);
+                if let Some(m) = &metrics {
+                    m.dropped(n);
+                }
                 tracing::debug!(spans = n, "span export timed out");
             }
         }
@@ -349,13 +370,16 @@ mod tests {
     use super::*;
 
     fn tracer(ratio: f64, queue: usize) -> Arc<Tracer> {
-        Tracer::start(&TracingConfig {
-            // Nothing listens here: exports fail, which these tests ignore.
-            otlp_endpoint: "http://127.0.0.1:9".into(),
-            sample_ratio: ratio,
-            queue_size: queue,
-            ..TracingConfig::default()
-        })
+        Tracer::start(
+            &TracingConfig {
+                // Nothing listens here: exports fail, which these tests ignore.
+                otlp_endpoint: "http://127.0.0.1:9".into(),
+                sample_ratio: ratio,
+                queue_size: queue,
+                ..TracingConfig::default()
+            },
+            None,
+        )
         .unwrap()
     }
 
