@@ -64,18 +64,38 @@ async fn killing_one_of_three_backends_under_load_fails_no_get() {
     );
     let p = TestProxy::start(&toml).await;
     let victim = b[1].handle();
+    let api = p.cluster("api");
     let killer = tokio::spawn(async move {
-        // Kill once traffic is flowing.
+        // Kill once traffic is flowing, then time how long the proxy takes to
+        // eject the dead endpoint.
         switchyard_test_support::eventually(Duration::from_secs(10), || {
             let v = victim.clone();
             async move { v.requests() >= 30 }
         })
         .await;
         victim.stop().await;
+        let killed = Instant::now();
+        let addr = victim.addr();
+        switchyard_test_support::wait_for(
+            Duration::from_secs(10),
+            "the dead endpoint's ejection",
+            || {
+                let api = api.clone();
+                async move {
+                    api.snapshot()
+                        .endpoints
+                        .iter()
+                        .any(|e| e.address == addr && e.state == "ejected")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        killed.elapsed()
     });
     let started = Instant::now();
     let results = join_all((0..8).map(|_| gets(p.addr, 150))).await;
-    killer.await.unwrap();
+    let time_to_ejection = killer.await.unwrap();
     let statuses: Vec<u16> = results.into_iter().flatten().collect();
     let failed = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(statuses.len(), 1200);
@@ -88,9 +108,10 @@ async fn killing_one_of_three_backends_under_load_fails_no_get() {
         .unwrap();
     assert_eq!(dead.state, "ejected", "{snap:?}");
     eprintln!(
-        "kill-one-backend: {} requests in {:?}, retries {:?}, ejections {:?}",
+        "kill-one-backend: {} requests in {:?}, 0 failed, ejected {:?} after the kill, retries {:?}, ejections {:?}",
         statuses.len(),
         started.elapsed(),
+        time_to_ejection,
         decisions(&p, "retry"),
         decisions(&p, "ejection")
     );
