@@ -148,7 +148,7 @@ fn proxy_serves_and_drains_on_sigterm() {
         .unwrap()
         .port();
     let f = write_config(&format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nworkers = 1\nshutdown_grace = \"5s\"\n\
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nworkers = 1\nshutdown_grace = \"5s\"\n[log]\naccess_log = true\n\
          [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:{port}\"\n  [[listeners.routes]]\n  cluster = \"api\"\n\
          [[clusters]]\nname = \"api\"\ndiscovery = {{ static = [\"{backend_addr}\"] }}\n"
     ));
@@ -204,4 +204,24 @@ fn proxy_serves_and_drains_on_sigterm() {
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert!(v.get("level").is_some(), "{first}");
     assert!(logs.contains("SIGTERM"), "{logs}");
+    // One JSON access-log line for the proxied request, with its facts.
+    let access: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "switchyard::access")
+        .unwrap_or_else(|| panic!("no access log line:\n{logs}"));
+    assert_eq!(access["method"], "GET", "{access}");
+    assert_eq!(access["path"], "/x", "{access}");
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["route"], "public/0", "{access}");
+    assert_eq!(access["cluster"], "api", "{access}");
+    assert_eq!(access["endpoint"], backend_addr.to_string(), "{access}");
+    assert_eq!(access["attempts"], 1, "{access}");
+    assert!(
+        access["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36),
+        "{access}"
+    );
+    assert!(access["duration_ms"].as_f64().is_some(), "{access}");
 }

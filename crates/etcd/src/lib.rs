@@ -59,9 +59,15 @@ pub struct ClientOptions {
     /// Default 2s: a loopback or data-centre connect that takes longer means
     /// the member is down; the balancer then uses another one.
     pub connect_timeout: Duration,
-    /// Default 5s: bounds every unary call including retries; long enough
-    /// for an etcd leader election (1s election timeout by default).
+    /// Default 10s: bounds every unary call including retries; long enough
+    /// for an etcd leader election (1s election timeout by default) and a
+    /// few attempts.
     pub request_timeout: Duration,
+    /// Default 2s: bounds one attempt. A proposal caught in a leader change
+    /// is dropped by etcd and only answered by its own request timeout
+    /// (about 7s); giving up earlier and asking again is safe here (see the
+    /// crate docs) and much faster.
+    pub attempt_timeout: Duration,
     /// Default 2s: HTTP/2 pings on idle connections, so that a watch on a
     /// member that vanished without closing its socket is noticed.
     pub keep_alive_interval: Duration,
@@ -71,7 +77,8 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(2),
             keep_alive_interval: Duration::from_secs(2),
         }
     }
@@ -317,13 +324,17 @@ impl Client {
         let timeout = self.opts.request_timeout;
         let attempt = async {
             loop {
-                match f(self.channel.clone()).await {
-                    Ok(resp) => return Ok(resp.into_inner()),
-                    Err(status) if retryable(&status) => {
+                match tokio::time::timeout(self.opts.attempt_timeout, f(self.channel.clone())).await
+                {
+                    Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                    Ok(Err(status)) if retryable(&status) => {
                         debug!(op, %status, "etcd call failed; retrying on another member");
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
-                    Err(status) => return Err(EtcdError::Rpc { op, status }),
+                    Ok(Err(status)) => return Err(EtcdError::Rpc { op, status }),
+                    Err(_) => {
+                        debug!(op, "etcd call attempt timed out; asking again");
+                    }
                 }
             }
         };

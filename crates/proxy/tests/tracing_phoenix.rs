@@ -11,15 +11,16 @@ use switchyard_test_support::{
     Backend, BackendConfig, ChildGuard, client::get, free_port, python::named_venv, wait_for,
 };
 
-fn route_proxy(service: &str, phoenix: SocketAddr, upstream: SocketAddr) -> String {
+/// A proxy exporting to `endpoint` over `protocol` ("http" or "grpc").
+fn route_proxy(service: &str, protocol: &str, endpoint: &str, upstream: SocketAddr) -> String {
     format!(
-        "[tracing]\notlp_endpoint = \"http://{phoenix}/v1/traces\"\nprotocol = \"http\"\nservice_name = \"{service}\"\nsample_ratio = 1.0\n\n\
+        "[tracing]\notlp_endpoint = \"{endpoint}\"\nprotocol = \"{protocol}\"\nservice_name = \"{service}\"\nsample_ratio = 1.0\n\n\
          [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n  [[listeners.routes]]\n  name = \"{service}-route\"\n  cluster = \"api\"\n\n{}",
         cluster("api", &[upstream], "")
     )
 }
 
-async fn start_phoenix() -> (ChildGuard, SocketAddr, tempfile::TempDir) {
+async fn start_phoenix() -> (ChildGuard, SocketAddr, SocketAddr, tempfile::TempDir) {
     let venv = tokio::task::spawn_blocking(|| {
         named_venv("pyvenv-phoenix", &["arize-phoenix"], "import phoenix")
     })
@@ -60,7 +61,7 @@ async fn start_phoenix() -> (ChildGuard, SocketAddr, tempfile::TempDir) {
         },
     )
     .await;
-    (guard, addr, dir)
+    (guard, addr, ([127, 0, 0, 1], grpc_port).into(), dir)
 }
 
 #[derive(Debug, Clone)]
@@ -91,10 +92,16 @@ async fn spans_of(phoenix: SocketAddr, trace_id: &str) -> Vec<Span> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chained_proxies_produce_one_connected_trace() {
-    let (_phoenix, phoenix, _dir) = start_phoenix().await;
+    // Arize Phoenix serves OTLP/HTTP on its HTTP port and OTLP/gRPC on its
+    // gRPC port.
+    let (_phoenix, phoenix, phoenix_grpc, _dir) = start_phoenix().await;
     let backend = Backend::start(BackendConfig::new("b")).await;
-    let hop_b = TestProxy::start(&route_proxy("hop-b", phoenix, backend.addr())).await;
-    let hop_a = TestProxy::start(&route_proxy("hop-a", phoenix, hop_b.addr)).await;
+    // One hop exports over OTLP/HTTP, the other over OTLP/gRPC: both
+    // exporters must land in the same trace.
+    let http = format!("http://{phoenix}/v1/traces");
+    let grpc = format!("http://{phoenix_grpc}");
+    let hop_b = TestProxy::start(&route_proxy("hop-b", "http", &http, backend.addr())).await;
+    let hop_a = TestProxy::start(&route_proxy("hop-a", "grpc", &grpc, hop_b.addr)).await;
 
     let r = get(hop_a.addr, "/traced").await;
     assert_eq!(r.status(), 200);

@@ -88,6 +88,7 @@ impl RegistryServer {
                 token: token.map(Arc::from),
                 shutdown: rx,
                 max_wait: api::MAX_WAIT,
+                bodies: Arc::default(),
             },
             shutdown,
         })
@@ -131,7 +132,7 @@ impl RegistryServer {
 
 fn check_token(listen: SocketAddr, token: Option<&str>) -> Result<(), StartError> {
     match token {
-        Some(t) if t.is_empty() => Err(StartError::EmptyToken),
+        Some("") => Err(StartError::EmptyToken),
         None if !listen.ip().is_loopback() => Err(StartError::TokenRequired { addr: listen }),
         _ => Ok(()),
     }

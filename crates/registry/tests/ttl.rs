@@ -28,8 +28,8 @@ async fn ids(store: &EmbeddedStore) -> Vec<String> {
         .await
         .unwrap()
         .instances
-        .into_iter()
-        .map(|i| i.id)
+        .iter()
+        .map(|i| i.id.clone())
         .collect();
     v.sort();
     v

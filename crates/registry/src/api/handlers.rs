@@ -13,7 +13,7 @@ use axum::{
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use switchyard_config::parse_duration;
-use switchyard_discovery::wire::{INDEX_HEADER, Registration, ServiceInstances, ServiceList};
+use switchyard_discovery::wire::{INDEX_HEADER, Registration, ServiceList};
 
 use super::{AppState, OPENAPI};
 use crate::{error::ApiError, model, store::ServiceState};
@@ -82,14 +82,16 @@ pub(crate) async fn get_service(
             }
         }
     };
-    let index = st.index;
+    let body = state.bodies.render(&service, &st);
     Ok(with_index(
-        index,
-        Json(ServiceInstances {
-            service,
-            index,
-            instances: st.instances,
-        }),
+        st.index,
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        ),
     ))
 }
 

@@ -6,6 +6,7 @@
 //! [`ApiError`](crate::error::ApiError)'s one `IntoResponse`.
 
 mod auth;
+mod cache;
 mod handlers;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub(crate) struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Longest `wait` of a blocking query.
     pub max_wait: std::time::Duration,
+    pub bodies: Arc<cache::BodyCache>,
 }
 
 impl std::fmt::Debug for AppState {

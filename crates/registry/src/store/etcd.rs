@@ -54,6 +54,8 @@ struct Mirror {
     /// The etcd revision up to which `services` is complete.
     revision: i64,
     services: HashMap<String, BTreeMap<String, Instance>>,
+    /// Per service, the instances as served since its last change.
+    snapshots: HashMap<String, Arc<[Instance]>>,
 }
 
 fn key(service: &str, id: &str) -> String {
@@ -143,6 +145,7 @@ impl Inner {
             let mut names: Vec<String> = m.services.keys().cloned().collect();
             names.extend(services.keys().cloned());
             m.services = services;
+            m.snapshots.clear();
             m.revision = range.revision;
             names
         };
@@ -190,6 +193,7 @@ impl Inner {
                             }
                         }
                     }
+                    m.snapshots.remove(&service);
                     if !changed.contains(&service) {
                         changed.push(service);
                     }
@@ -203,14 +207,21 @@ impl Inner {
     }
 
     fn mirrored(&self, service: &str) -> ServiceState {
-        let m = self.lock();
+        let mut m = self.lock();
+        let idx = index(m.revision);
+        let instances = match (m.snapshots.get(service), m.services.get(service)) {
+            (Some(snap), _) => snap.clone(),
+            (None, Some(s)) => {
+                let snap: Arc<[Instance]> = s.values().cloned().collect();
+                m.snapshots.insert(service.to_owned(), snap.clone());
+                snap
+            }
+            // Unknown services are not cached, so made-up names cost nothing.
+            (None, None) => Arc::from(Vec::new()),
+        };
         ServiceState {
-            index: index(m.revision),
-            instances: m
-                .services
-                .get(service)
-                .map(|s| s.values().cloned().collect())
-                .unwrap_or_default(),
+            index: idx,
+            instances,
         }
     }
 
@@ -309,7 +320,7 @@ impl Inner {
         }
         Ok(ServiceState {
             index: index(range.revision),
-            instances,
+            instances: instances.into(),
         })
     }
 

@@ -28,11 +28,12 @@ use crate::{error::StoreError, model::Record};
 /// A boxed store future: stores are chosen at run time (`--store`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// A service's instances as of `index`.
+/// A service's instances as of `index`. Shared, not copied: a thousand
+/// watchers woken by one change read one snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceState {
     pub index: u64,
-    pub instances: Vec<Instance>,
+    pub instances: Arc<[Instance]>,
 }
 
 /// The outcome of a registration.

@@ -86,8 +86,11 @@ impl HttpProxy {
     }
 
     /// Serves one request. Never fails: errors become responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
+        // Kept or generated first, so that the access log and every upstream
+        // attempt carry the same id.
+        headers::ensure_request_id(req.headers_mut());
         let grpc = is_grpc(&req);
         let Some(route) = self.router.route(&req) else {
             let err = ProxyError::new(ErrorKind::NoRoute);

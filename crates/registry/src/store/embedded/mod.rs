@@ -57,6 +57,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Service {
     instances: BTreeMap<String, Entry>,
+    /// The instances as served, built on the first read after a change.
+    snapshot: Option<Arc<[Instance]>>,
 }
 
 #[derive(Debug)]
@@ -186,18 +188,15 @@ impl Inner {
             st.index += 1;
             let index = st.index;
             let expires = record.ttl.map(|t| Instant::now() + t);
-            let old = st
-                .services
-                .entry(service.to_owned())
-                .or_default()
-                .instances
-                .insert(
-                    id.clone(),
-                    Entry {
-                        record: record.clone(),
-                        expires,
-                    },
-                );
+            let svc = st.services.entry(service.to_owned()).or_default();
+            svc.snapshot = None;
+            let old = svc.instances.insert(
+                id.clone(),
+                Entry {
+                    record: record.clone(),
+                    expires,
+                },
+            );
             if let Some(at) = old.as_ref().and_then(|o| o.expires) {
                 st.deadlines.remove(&(at, service.to_owned(), id.clone()));
             }
@@ -254,10 +253,14 @@ impl Inner {
             let mut st = self.lock();
             st.index += 1;
             let index = st.index;
-            let entry = st
+            let svc = st
                 .services
                 .get_mut(service)
-                .and_then(|s| s.instances.get_mut(id))
+                .ok_or_else(|| not_found(service, id))?;
+            svc.snapshot = None;
+            let entry = svc
+                .instances
+                .get_mut(id)
                 .ok_or_else(|| not_found(service, id))?;
             if entry.record.instance.draining {
                 let instance = entry.record.instance.clone();
@@ -287,7 +290,10 @@ impl Inner {
             let removed = st
                 .services
                 .get_mut(service)
-                .and_then(|s| s.instances.remove(id))
+                .and_then(|s| {
+                    s.snapshot = None;
+                    s.instances.remove(id)
+                })
                 .ok_or_else(|| not_found(service, id))?;
             if let Some(at) = removed.expires {
                 st.deadlines
@@ -332,6 +338,7 @@ impl Inner {
             let mut services: Vec<String> = Vec::new();
             for (service, id) in due {
                 if let Some(s) = st.services.get_mut(&service) {
+                    s.snapshot = None;
                     s.instances.remove(&id);
                 }
                 info!(%service, %id, "registration expired: no heartbeat within its ttl");
