@@ -69,7 +69,11 @@ class Profiler:
             cfg = b.scratch / "haproxy-profile.cfg"
             cfg.write_text((CONFIGS / "haproxy.cfg").read_text().replace("maxconn 9990", "maxconn 5000"))
             return ["haproxy", "-db", "-f", str(cfg)]
-        return ["nginx", "-p", f"{b.scratch}/nginx/", "-c", str(CONFIGS / "nginx-proxy.conf"), "-e", "stderr"]
+        # The worker runs as root here so that valgrind can write its output
+        # (and take commands) from the worker process.
+        cfg = b.scratch / "nginx-profile.conf"
+        cfg.write_text("user root;\n" + (CONFIGS / "nginx-proxy.conf").read_text())
+        return ["nginx", "-p", f"{b.scratch}/nginx/", "-c", str(cfg), "-e", "stderr"]
 
     def start_proxy(self, name, wrapper=(), timeout=15.0):
         p = Proc(name, list(wrapper) + self.proxy_argv(name), PROXY_CORE, 0, self.bench.logs)
@@ -106,30 +110,71 @@ class Profiler:
             return
         hw = subprocess.run(["perf", "stat", "-e", "instructions", "true"], capture_output=True, text=True)
         self.summary["perf_hw_counters"] = "not supported" not in (hw.stdout + hw.stderr)
-        p = self.start_proxy("switchyard")
-        try:
-            url = f"http://127.0.0.1:{CONTENDERS['switchyard']['http']}/"
-            subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d2s", url], capture_output=True)
-            data = self.out / "perf-switchyard.data"
-            wrk = subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d8s", url], stdout=subprocess.PIPE, text=True)
-            time.sleep(1.0)
-            subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384",
-                            "-o", str(data), "-p", str(p.pid), "--", "sleep", "5"], capture_output=True)
-            wrk.wait()
-            for kind, extra in (("self", ["--no-children"]), ("inclusive", ["--children"])):
-                rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "symbol", "-g", "none",
-                                      "--percent-limit", "0.4"] + extra, capture_output=True, text=True).stdout
-                (self.out / f"perf-switchyard-{kind}.txt").write_text(rep)
-            # Self time grouped by shared object: kernel vs the binary vs libc.
-            rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "dso", "-g", "none", "--no-children"],
-                                 capture_output=True, text=True).stdout
-            (self.out / "perf-switchyard-dso.txt").write_text(rep)
-            data.unlink(missing_ok=True)
-            self.summary["perf"] = {"top_self": top_lines(self.out / "perf-switchyard-self.txt", 25),
-                                    "by_dso": top_lines(self.out / "perf-switchyard-dso.txt", 8)}
-            log("perf: done")
-        finally:
-            p.stop()
+        res = {}
+        for name in self.a.contenders:
+            p = self.start_proxy(name)
+            try:
+                pid = self.worker(p, name)
+                url = f"http://127.0.0.1:{CONTENDERS[name]['http']}/"
+                subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d2s", url], capture_output=True)
+                data = self.out / f"perf-{name}.data"
+                wrk = subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d8s", url],
+                                       stdout=subprocess.PIPE, text=True)
+                time.sleep(1.0)
+                subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384",
+                                "-o", str(data), "-p", str(pid), "--", "sleep", "5"], capture_output=True)
+                wrk.wait()
+                reports = [("dso", ["--sort", "dso", "--no-children"])]
+                if name == "switchyard":
+                    reports += [("self", ["--sort", "symbol", "--no-children", "--percent-limit", "0.4"]),
+                                ("inclusive", ["--sort", "symbol", "--children", "--percent-limit", "0.4"])]
+                for kind, extra in reports:
+                    rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none"] + extra,
+                                         capture_output=True, text=True).stdout
+                    (self.out / f"perf-{name}-{kind}.txt").write_text(rep)
+                data.unlink(missing_ok=True)
+                res[name] = {"by_dso": top_lines(self.out / f"perf-{name}-dso.txt", 6)}
+                if name == "switchyard":
+                    res[name]["top_self"] = top_lines(self.out / "perf-switchyard-self.txt", 25)
+                log(f"perf {name}: " + "; ".join(l.split()[0] + " " + l.split()[-1] for l in res[name]["by_dso"][:3]))
+            finally:
+                p.stop()
+        self.summary["perf"] = res
+
+    def satsys(self):
+        """Syscalls per request at saturation (wrk, 64 connections), counted
+        with kernel tracepoints (perf stat), which barely perturb the run."""
+        events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{c}" for c in
+                                                ("epoll_wait", "epoll_pwait", "writev", "sendto", "write",
+                                                 "recvfrom", "read", "clock_gettime")]
+        res = {}
+        for name in self.a.contenders:
+            p = self.start_proxy(name)
+            try:
+                pid = self.worker(p, name)
+                url = f"http://127.0.0.1:{CONTENDERS[name]['http']}/"
+                subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d2s", url], capture_output=True)
+                wrk = subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d8s", "-s",
+                                        str(harness.BENCH / "wrk-report.lua"), url], stdout=subprocess.PIPE, text=True)
+                time.sleep(1.5)
+                st = subprocess.run(["perf", "stat", "-x", ",", "-e", ",".join(events + ["task-clock"]), "-p", str(pid),
+                                     "--", "sleep", "5"], capture_output=True, text=True)
+                out, _ = wrk.communicate()
+                d = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+                rps = d["requests"] / (d["duration_us"] / 1e6)
+                n = rps * 5
+                counts = {}
+                for line in st.stderr.splitlines():
+                    f = line.split(",")
+                    if len(f) > 2 and f[0].replace(".", "").isdigit():
+                        counts[f[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all")] = float(f[0])
+                res[name] = {"rps": round(rps), "syscalls_per_request": {k: round(v / n, 2) for k, v in counts.items()
+                                                                         if k != "task-clock" and v},
+                             "cpu_us_per_request": round(counts.get("task-clock", 0) * 1000 / n, 2)}
+                log(f"satsys {name}: {res[name]}")
+            finally:
+                p.stop()
+        self.summary["syscalls_at_saturation"] = res
 
     def strace(self):
         res = {}
@@ -157,44 +202,73 @@ class Profiler:
                 p.stop()
         self.summary["strace"] = res
 
+    def callgrind_total(self, name, warm, measured, annotate=False):
+        """Runs the proxy under callgrind: `warm` requests, then `measured`
+        more; returns (requests, Ir of the whole process tree at exit)."""
+        tag = f"{name}-{warm}-{measured}"
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}/callgrind-{tag}.%p.out",
+                   "--dump-instr=no", "--trace-children=yes"]
+        p = self.start_proxy(name, wrapper, timeout=60)
+        n = 0
+        try:
+            self.load(name, 300, warm / 300)
+            if annotate:
+                # A dump after the warm-up and one after the measured
+                # requests: the second is the per-request profile (the
+                # total over all dumps stays the whole run). Valgrind takes
+                # commands only while the program runs, so a trickle of
+                # requests wakes it; a few land on either side.
+                self.control(name, p.pid, ["-d", "warm"])
+            if measured:
+                n = self.load(name, 500, measured / 500)
+            if annotate:
+                self.control(name, p.pid, ["-d", "measured"])
+        finally:
+            p.stop(signal.SIGTERM, timeout=60)
+            time.sleep(1.0)
+        dumps = list(self.out.glob(f"callgrind-{tag}.*.out*"))
+        if not dumps:
+            log(f"callgrind {name}: no dump written; see {self.bench.logs}/{name}.log")
+        total = sum(parse_callgrind_total(d) for d in dumps)
+        if annotate:
+            measured_dump = [d for d in dumps if "measured" in d.read_text(errors="replace")[:4000]]
+            if measured_dump:
+                d = measured_dump[0]
+                for kind, extra in (("inclusive", ["--inclusive=yes", "--threshold=99"]), ("self", ["--threshold=95"])):
+                    ann = subprocess.run(["callgrind_annotate"] + extra + [str(d)], capture_output=True, text=True).stdout
+                    (self.out / f"callgrind-{name}-{kind}.txt").write_text(ann)
+                self.summary.setdefault("callgrind_profile", {})[name] = {
+                    "requests": n, "instructions_per_request": round(parse_callgrind_total(d) / max(1, n))}
+        for d in dumps:
+            d.unlink(missing_ok=True)
+        return n, total
+
     def callgrind(self):
+        """User-space instructions per request: the difference between a run
+        with W warm-up requests and one with W + N, over N. Valgrind runs
+        one thread at a time; the rate is fixed (500 req/s, 64 connections),
+        so each request is handled on its own, as below saturation."""
         res = {}
         for name in self.a.contenders:
-            outf = self.out / f"callgrind-{name}.%p.out"
-            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}", "--dump-instr=no",
-                       "--collect-atstart=yes"]
-            if name == "nginx":
-                wrapper.append("--trace-children=yes")
-            p = self.start_proxy(name, wrapper, timeout=60)
-            try:
-                pid = self.worker(p, name)
-                self.load(name, 300, 3)  # warm
-                time.sleep(0.5)
-                subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True)
-                n = self.load(name, 500, 10)
-                time.sleep(0.5)
-                subprocess.run(["callgrind_control", "-d", "measured", str(pid)], capture_output=True)
-                time.sleep(1.0)
-                dumps = sorted(self.out.glob(f"callgrind-{name}.{pid}.out*"), key=lambda f: f.stat().st_mtime)
-                measured = [d for d in dumps if "measured" in d.read_text(errors="replace")[:4000]]
-                dump = (measured or dumps)[-1]
-                ir = parse_callgrind_total(dump)
-                res[name] = {"requests": n, "instructions_per_request": round(ir / n)}
-                if name == "switchyard":
-                    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(dump)],
-                                         capture_output=True, text=True).stdout
-                    (self.out / "callgrind-switchyard-inclusive.txt").write_text(ann)
-                    ann = subprocess.run(["callgrind_annotate", "--threshold=95", str(dump)], capture_output=True, text=True).stdout
-                    (self.out / "callgrind-switchyard-self.txt").write_text(ann)
-                log(f"callgrind {name}: {ir / n:.0f} instructions/request (user space)")
-            finally:
-                p.stop(signal.SIGTERM, timeout=30)
-                for f in self.out.glob(f"callgrind-{name}.*.out*"):
-                    if name != "switchyard" or "-inclusive" in f.name:
-                        f.unlink(missing_ok=True)
-        for f in self.out.glob("callgrind-switchyard.*.out*"):
-            f.unlink(missing_ok=True)
+            n1, ir1 = self.callgrind_total(name, 1000, 0)
+            n2, ir2 = self.callgrind_total(name, 1000, 5000, annotate=(name == "switchyard"))
+            per = (ir2 - ir1) / max(1, n2 - n1)
+            res[name] = {"requests": n2 - n1, "instructions_per_request": round(per)}
+            log(f"callgrind {name}: {per:.0f} user-space instructions/request")
         self.summary["callgrind"] = res
+
+    def control(self, name, pid, cmd):
+        ctl = subprocess.Popen(["callgrind_control"] + cmd + [str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while ctl.poll() is None and time.monotonic() < deadline:
+            try:
+                self.load(name, 20, 0.1, conns=1)
+            except subprocess.CalledProcessError:
+                time.sleep(0.1)
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+            raise RuntimeError(f"callgrind_control {cmd} did not complete for {name}")
 
     def dhat_run(self, requests, idle=0):
         outf = self.out / f"dhat-{requests}-{idle}.json"
@@ -231,7 +305,7 @@ class Profiler:
         sites = {}
         for d, sign in ((d2, 1), (d1, -1)):
             for pp in d["pps"]:
-                key = site(d["ftbl"], pp["fs"])
+                key = site(d["ftbl"], pp["fs"], depth=3)
                 sites[key] = sites.get(key, 0) + sign * pp["tbk"]
         top = sorted(((v / (n2 - n1), k) for k, v in sites.items() if v > 0), reverse=True)[:15]
         self.summary["dhat"] = {"requests": [n1, n2], "allocations_per_request": round(per, 1),
@@ -240,7 +314,7 @@ class Profiler:
             f"allocations per request: {per:.1f} ({per_b:.0f} bytes)\n\n" + "\n".join(f"{v:6.2f}  {k}" for v, k in top) + "\n")
         log(f"dhat: {per:.1f} allocations/request, {per_b:.0f} bytes/request")
         for f in (f1, f2):
-            f.unlink(missing_ok=True)
+            f.replace(Path("/tmp") / f.name)
 
     def idle(self):
         k = self.a.idle_conns
@@ -248,7 +322,11 @@ class Profiler:
         n, d, f = self.dhat_run(0, idle=k)
         gmax0 = sum(pp.get("gb", 0) for pp in d0["pps"])
         gmax = sum(pp.get("gb", 0) for pp in d["pps"])
-        sites = sorted(((pp.get("gb", 0), site(d["ftbl"], pp["fs"], depth=3)) for pp in d["pps"]), reverse=True)[:15]
+        agg = {}
+        for pp in d["pps"]:
+            k2 = site(d["ftbl"], pp["fs"], depth=3)
+            agg[k2] = agg.get(k2, 0) + pp.get("gb", 0)
+        sites = sorted(((v, k2) for k2, v in agg.items()), reverse=True)[:15]
         per = (gmax - gmax0) / k
         self.summary["idle_heap"] = {"connections": k, "heap_at_peak_bytes": gmax, "heap_idle_bytes": gmax0,
                                      "bytes_per_connection": round(per),
@@ -259,7 +337,7 @@ class Profiler:
             + "\n".join(f"{b / k:8.0f}  {s}" for b, s in sites) + "\n")
         log(f"idle: {per:.0f} heap bytes per idle connection")
         for x in (f0, f):
-            x.unlink(missing_ok=True)
+            x.replace(Path("/tmp") / x.name)
 
 
 # ---- parsing
@@ -286,24 +364,33 @@ def parse_callgrind_total(path):
     return 0
 
 
-ALLOC = re.compile(r"(malloc|calloc|realloc|__rust_alloc|__rust_realloc|alloc::|__rdl_|::alloc|RawVec|raw_vec|"
-                   r"bytes_mut::|<alloc|hashbrown::raw|Vec<T,A>::reserve|Vec<T>::with_capacity|box_new|Box<T>::new|"
-                   r"exchange_malloc|Arc<T>::new|core::ptr|BytesMut::reserve|with_capacity)")
+# Frames that are the allocator or a container growing, not who asked.
+ALLOC_LOC = re.compile(r"(library/std/src/sys/alloc|library/std/src/alloc\.rs|library/alloc/src/(alloc|raw_vec|boxed|"
+                       r"vec/|sync\.rs|rc\.rs|string\.rs|slice\.rs|collections/)|vgpreload|/bytes-[^/]+/src/|"
+                       r"/hashbrown-[^/]+/|library/core/src/(ptr|mem|alloc)|library/alloc/src/ffi)")
+ALLOC_NAME = re.compile(r"^(malloc|calloc|realloc|memalign|posix_memalign|__rust_|__rdl_|alloc::|<alloc::|"
+                        r"core::ptr::|hashbrown::|bytes::)")
 
 
 def site(ftbl, fs, depth=2):
     """The first `depth` frames of an allocation stack that are not the
-    allocator itself."""
-    frames = [ftbl[i] for i in fs]
-    useful = [f for f in frames if not ALLOC.search(f) and f != "[root]"]
+    allocator or a growing container."""
     out = []
-    for f in useful[:depth]:
-        m = re.match(r"0x[0-9A-Fa-f]+: (.*?)(?: \((.*)\))?$", f)
-        name, loc = (m.group(1), m.group(2)) if m else (f, None)
+    for i in fs:
+        f = ftbl[i]
+        if f == "[root]":
+            continue
+        m = re.match(r"0x[0-9A-Fa-f]+: (.*?)(?: \((?:in )?(.*)\))?$", f)
+        name, loc = (m.group(1), m.group(2) or "") if m else (f, "")
+        if ALLOC_LOC.search(loc) or ALLOC_NAME.search(name):
+            continue
         name = re.sub(r"::h[0-9a-f]{16}$", "", name)
-        if loc:
-            loc = re.sub(r".*/(registry/src/[^/]+/|rustc/[0-9a-f]+/library/|work/[^/]+/)", "", loc)
-        out.append(f"{name}" + (f" [{loc}]" if loc else ""))
+        loc = re.sub(r".*/(registry/src/[^/]+/|rustc/[0-9a-f]+/library/|sy-head/|work/main/)", "", loc)
+        if name == "UnknownInlinedFun":
+            name = "(inlined)"
+        out.append(f"{name} [{loc}]" if loc else name)
+        if len(out) == depth:
+            break
     return " <- ".join(out) if out else "(allocator only)"
 
 

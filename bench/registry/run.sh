@@ -28,4 +28,4 @@ samples="${SAMPLES:-500}"
 "$target/switchyard-bench-registry" scale --bin "$target/switchyard" \
     --instances 10000 --services 100 --watchers 1000 --updates 500
 "$target/switchyard-bench-registry" scale --bin "$target/switchyard" \
-    --instances 10000 --services 1 --watchers 1000 --updates 100
+    --instances 10000 --services 1 --watchers 1000 --updates 10 --interval-ms 3000

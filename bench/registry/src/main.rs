@@ -7,7 +7,7 @@
 //!   proxy (registry discovery, blocking queries) until the answer comes
 //!   from the new backend. Registry, proxy and backends run in this process.
 //! - `scale --bin PATH [--instances N] [--services S] [--watchers W]
-//!   [--updates U]`: the real `switchyard registry` process (embedded store)
+//!   [--updates U] [--interval-ms I]`: the real `switchyard registry` process (embedded store)
 //!   holding N instances over S services, W watchers in blocking queries
 //!   spread evenly over the services, then U updates; reports the
 //!   registry's resident memory and CPU time per update (from /proc), and
@@ -61,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             arg(&args, "--services", "100").parse()?,
             arg(&args, "--watchers", "1000").parse()?,
             arg(&args, "--updates", "500").parse()?,
+            Duration::from_millis(arg(&args, "--interval-ms", "20").parse()?),
         )),
         _ => bail!(
             "usage: switchyard-bench-registry propagation|scale [options] (see the source header)"
@@ -85,7 +86,7 @@ async fn put(http: &mut HttpClient, path: &str, body: String) -> anyhow::Result<
             Method::PUT,
             path,
             Some(body.into_bytes()),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
         )
         .await?;
     if !r.status.is_success() {
@@ -210,6 +211,7 @@ async fn scale(
     services: usize,
     watchers: usize,
     updates: usize,
+    interval: Duration,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let addr: SocketAddr = free_addr();
@@ -327,8 +329,8 @@ async fn scale(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss2, cpu2) = proc_stats(pid)?;
 
-    // Updates: one instance of a service changes weight, every 20ms, so
-    // each update's wake-ups finish before the next.
+    // Updates: one instance of a service changes weight, one every
+    // `interval`, so each update's wake-ups finish before the next.
     let mut http = HttpClient::new(&url)?;
     for u in 0..updates {
         let i = (u * 7919) % instances;
@@ -346,14 +348,14 @@ async fn scale(
             body,
         )
         .await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(interval).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss3, cpu3) = proc_stats(pid)?;
     let cpu_per_update_ms = (cpu3 - cpu2) as f64 / ticks_per_second() * 1000.0 / updates as f64;
     let per_service = watchers / services.max(1);
     println!(
-        "scale: {instances} instances in {services} services, {watchers} watchers ({per_service} per service), {updates} updates"
+        "scale: {instances} instances in {services} services, {watchers} watchers ({per_service} per service), {updates} updates every {interval:?}"
     );
     println!(
         "  registration: {:.0}/s ({instances} in {reg_secs:.1}s, 64 concurrent clients, fsync per commit group)",

@@ -1,5 +1,5 @@
 //! The embedded store: every registration in memory, every change on disk
-//! (redb, see [`disk`]) before it is acknowledged.
+//! (redb, see `disk.rs`) before it is acknowledged.
 //!
 //! Reads never touch the disk. A mutation updates memory and queues its
 //! writes under one lock, so the disk sees changes in the order memory
