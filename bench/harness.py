@@ -47,6 +47,8 @@ CONTENDERS = {
     "switchyard": {"http": 21110, "h2": 21110, "grpc": 21111, "tcp": 21112},
     "haproxy": {"http": 21120, "h2": 21120, "grpc": 21121, "tcp": 21122},
     "nginx": {"http": 21130, "h2": 21133, "grpc": 21131, "tcp": 21132},
+    # A second Switchyard build (--switchyard-b), for A/B runs of a change.
+    "switchyard-b": {"http": 21160, "h2": 21160, "grpc": 21161, "tcp": 21162},
 }
 PEERS = ["haproxy", "nginx"]
 GRPC_PATH = "/bench.Echo/Unary"
@@ -260,8 +262,8 @@ class Bench:
 
     def setup(self):
         a = self.a
-        all_ports = list(BACKEND.values()) + [21119, 21140, 21149]
-        for c in ("switchyard", "haproxy", "nginx"):
+        all_ports = list(BACKEND.values()) + [21119, 21140, 21149, 21169]
+        for c in ("switchyard", "haproxy", "nginx", "switchyard-b"):
             all_ports += list(CONTENDERS[c].values())
         busy = sorted({p for p in all_ports if not port_free(p)})
         if busy:
@@ -295,6 +297,17 @@ class Bench:
                 [a.switchyard, "--log-format", "text", "proxy", "--config", str(CONFIGS / "switchyard.toml")],
                 PROXY_CORE,
                 CONTENDERS["switchyard"]["http"],
+            )
+        if "switchyard-b" in want:
+            if not a.switchyard_b:
+                raise SystemExit("contender switchyard-b needs --switchyard-b BIN")
+            cfg = self.scratch / "switchyard-b.toml"
+            cfg.write_text((CONFIGS / "switchyard.toml").read_text().replace("127.0.0.1:2111", "127.0.0.1:2116"))
+            self.contender_proc["switchyard-b"] = self.start(
+                "switchyard-b",
+                [a.switchyard_b, "--log-format", "text", "proxy", "--config", str(cfg)],
+                PROXY_CORE,
+                CONTENDERS["switchyard-b"]["http"],
             )
         if "haproxy" in want:
             self.contender_proc["haproxy"] = self.start(
@@ -541,7 +554,10 @@ class Bench:
         request and stays in its pool (keep-alive), or each client connected
         and has not sent anything yet."""
         n = self.a.idle_conns
-        for mode, extra in (("idle10k", []), ("connected10k", ["--no-request"])):
+        # Silent clients first: they allocate less, so the keep-alive test
+        # after them starts from a comparable baseline (allocators keep
+        # freed memory, so RSS does not fall back when clients leave).
+        for mode, extra in (("connected10k", ["--no-request"]), ("idle10k", [])):
             for c, p in self.contender_proc.items():
                 before = rss_kib(p.pid)
                 argv = [self.a.sybench, "idle", "--addr", f"127.0.0.1:{CONTENDERS[c]['http']}", "--conns", str(n),
@@ -760,7 +776,7 @@ def markdown(meta, summary, ratios, memory, svg_rel, args, offered):
         if s["name"] not in args.scenarios or "tcp" in s:
             continue
         name = s["name"]
-        for peer in ["direct"] + PEERS:
+        for peer in ["direct"] + PEERS + ["switchyard-b"]:
             if peer not in args.contenders:
                 continue
             sat, rate = f"{name}/{peer}/sat", f"{name}/{peer}/rate"
@@ -861,7 +877,8 @@ def describe_sat(s):
     return f"h2load -c{sat['conns']} -m{sat['streams']}" + (" posting one gRPC message" if sat.get("grpc") else "")
 
 
-COLORS = {"direct": "#7f7f7f", "switchyard": "#d62728", "haproxy": "#1f77b4", "nginx": "#2ca02c"}
+COLORS = {"direct": "#7f7f7f", "switchyard": "#d62728", "haproxy": "#1f77b4", "nginx": "#2ca02c",
+          "switchyard-b": "#ff7f0e"}
 
 
 def svg_plot(summary, args):
@@ -968,6 +985,8 @@ def main():
                          "'none' keeps it")
     ap.add_argument("--switchyard")
     ap.add_argument("--sybench")
+    ap.add_argument("--switchyard-b", help="a second Switchyard binary, measured as contender 'switchyard-b' "
+                                          "(e.g. --contenders switchyard,switchyard-b,haproxy) to A/B a change")
     ap.add_argument("--out-dir", default=str(BENCH / "results"))
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--command", default="bench/run")
