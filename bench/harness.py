@@ -760,6 +760,11 @@ def markdown(meta, summary, ratios, memory, svg_rel, args, offered):
              "(p50/p99/p99.9 from wrk's histogram, from h2load's per-request log). Fixed rate: `sybench load`, open loop, "
              "latency from each request's intended start time (coordinated omission corrected). Cells are "
              "median (min–max) over rounds.")
+    L.append("- Fixed-rate load comes from `sybench load` ([`bench/tools`](bench/tools/src/main.rs)) rather than oha. "
+             "A pacer thread with 1 µs timer slack stamps each request's intended start; tokio's timers, which "
+             "oha paces with, tick in 1 ms steps and send requests in bursts. One tool speaks HTTP/1.1, h2c and "
+             "gRPC unary. The harness builds it in about 30 s, where installing oha takes about 6 minutes. "
+             "wrk and h2load, the usual tools, measure saturation.")
     L.append("")
     L.append("### Bars (issue 3)")
     L.append("")
@@ -886,7 +891,7 @@ def svg_plot(summary, args):
     mode, x = percentile on a 'nines' scale, y = latency (log scale)."""
     scen = [s for s in SCENARIOS if s["name"] in args.scenarios and "tcp" not in s]
     modes = [("rate", "fixed offered rate"), ("sat", "saturation")]
-    pw, ph, ml, mt, gap = 360, 230, 60, 40, 30
+    pw, ph, ml, mt, gap = 360, 230, 60, 40, 60
     W = ml + len(modes) * (pw + gap) + 120
     H = mt + len(scen) * (ph + gap + 20) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',

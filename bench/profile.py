@@ -5,8 +5,12 @@
 
 Steps (each writes raw output under bench/results/profile/ and a line to
 summary.json):
-  perf       perf record (cpu-clock, DWARF call graphs) on Switchyard under wrk
-             saturation; top symbols by self time and by inclusive time.
+  perf       perf record (cpu-clock, DWARF call graphs) under wrk saturation:
+             kernel/user split of every proxy; Switchyard's top symbols by self
+             and inclusive time.
+  perf_h2    the same for Switchyard under h2load: HTTP/2 and gRPC unary.
+  satsys     syscalls per request of every proxy at saturation (kernel
+             tracepoints via perf stat, which barely perturb the run).
   strace     syscalls per request of every proxy (strace -c -f over a fixed
              number of requests at a fixed rate).
   callgrind  user-space instructions per request of every proxy (callgrind,
@@ -131,7 +135,7 @@ class Profiler:
                 for kind, extra in reports:
                     rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none"] + extra,
                                          capture_output=True, text=True).stdout
-                    (self.out / f"perf-{name}-{kind}.txt").write_text(rep)
+                    write(self.out / f"perf-{name}-{kind}.txt", rep)
                 data.unlink(missing_ok=True)
                 res[name] = {"by_dso": top_lines(self.out / f"perf-{name}-dso.txt", 6)}
                 if name == "switchyard":
@@ -140,6 +144,43 @@ class Profiler:
             finally:
                 p.stop()
         self.summary["perf"] = res
+
+    def perf_h2(self):
+        """perf on Switchyard under h2load: HTTP/2 (16 x 8 streams) and gRPC unary."""
+        b = self.bench
+        b.start("backend-grpc", [self.a.sybench, "grpc-backend", "--listen", f"127.0.0.1:{harness.BACKEND['grpc']}"],
+                LOAD_CORE, harness.BACKEND["grpc"])
+        body = b.scratch / "grpc.bin"
+        msg = bytes([0x0A, 32]) + b"x" * 32
+        body.write_bytes(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+        res = {}
+        p = self.start_proxy("switchyard")
+        try:
+            for mode in ("h2", "grpc"):
+                if mode == "h2":
+                    args = [f"http://127.0.0.1:{CONTENDERS['switchyard']['h2']}/"]
+                else:
+                    args = ["-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+                            f"http://127.0.0.1:{CONTENDERS['switchyard']['grpc']}{harness.GRPC_PATH}"]
+                h2l = ["taskset", "-c", LOAD_CORE, "h2load", "-c16", "-m8", "-t1"]
+                subprocess.run(h2l + ["-D", "2"] + args, capture_output=True)
+                load = subprocess.Popen(h2l + ["-D", "8"] + args, stdout=subprocess.PIPE, text=True)
+                time.sleep(1.5)
+                data = self.out / f"perf-{mode}.data"
+                subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384",
+                                "-o", str(data), "-p", str(p.pid), "--", "sleep", "5"], capture_output=True)
+                load.communicate()
+                for kind, extra in (("dso", ["--sort", "dso"]), ("self", ["--sort", "symbol", "--percent-limit", "0.5"])):
+                    rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none", "--no-children"] + extra,
+                                         capture_output=True, text=True).stdout
+                    write(self.out / f"perf-switchyard-{mode}-{kind}.txt", rep)
+                data.unlink(missing_ok=True)
+                res[mode] = {"by_dso": top_lines(self.out / f"perf-switchyard-{mode}-dso.txt", 4),
+                             "top_self": top_lines(self.out / f"perf-switchyard-{mode}-self.txt", 12)}
+                log(f"perf {mode}: " + "; ".join(l.split()[0] + " " + l.split()[-1] for l in res[mode]["by_dso"][:3]))
+        finally:
+            p.stop()
+        self.summary["perf_h2"] = res
 
     def satsys(self):
         """Syscalls per request at saturation (wrk, 64 connections), counted
@@ -202,9 +243,10 @@ class Profiler:
                 p.stop()
         self.summary["strace"] = res
 
-    def callgrind_total(self, name, warm, measured, annotate=False):
+    def callgrind_total(self, name, warm, measured):
         """Runs the proxy under callgrind: `warm` requests, then `measured`
-        more; returns (requests, Ir of the whole process tree at exit)."""
+        more, then exit. Returns (requests measured, Ir of the whole process
+        tree, the dump files)."""
         tag = f"{name}-{warm}-{measured}"
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}/callgrind-{tag}.%p.out",
                    "--dump-instr=no", "--trace-children=yes"]
@@ -212,49 +254,42 @@ class Profiler:
         n = 0
         try:
             self.load(name, 300, warm / 300)
-            if annotate:
-                # A dump after the warm-up and one after the measured
-                # requests: the second is the per-request profile (the
-                # total over all dumps stays the whole run). Valgrind takes
-                # commands only while the program runs, so a trickle of
-                # requests wakes it; a few land on either side.
-                self.control(name, p.pid, ["-d", "warm"])
             if measured:
                 n = self.load(name, 500, measured / 500)
-            if annotate:
-                self.control(name, p.pid, ["-d", "measured"])
         finally:
             p.stop(signal.SIGTERM, timeout=60)
             time.sleep(1.0)
         dumps = list(self.out.glob(f"callgrind-{tag}.*.out*"))
         if not dumps:
             log(f"callgrind {name}: no dump written; see {self.bench.logs}/{name}.log")
-        total = sum(parse_callgrind_total(d) for d in dumps)
-        if annotate:
-            measured_dump = [d for d in dumps if "measured" in d.read_text(errors="replace")[:4000]]
-            if measured_dump:
-                d = measured_dump[0]
-                for kind, extra in (("inclusive", ["--inclusive=yes", "--threshold=99"]), ("self", ["--threshold=95"])):
-                    ann = subprocess.run(["callgrind_annotate"] + extra + [str(d)], capture_output=True, text=True).stdout
-                    (self.out / f"callgrind-{name}-{kind}.txt").write_text(ann)
-                self.summary.setdefault("callgrind_profile", {})[name] = {
-                    "requests": n, "instructions_per_request": round(parse_callgrind_total(d) / max(1, n))}
-        for d in dumps:
-            d.unlink(missing_ok=True)
-        return n, total
+        return n, sum(parse_callgrind_total(d) for d in dumps), dumps
 
     def callgrind(self):
         """User-space instructions per request: the difference between a run
         with W warm-up requests and one with W + N, over N. Valgrind runs
         one thread at a time; the rate is fixed (500 req/s, 64 connections),
-        so each request is handled on its own, as below saturation."""
+        so each request is handled on its own, as below saturation. For
+        Switchyard, the same difference per function (self and inclusive)."""
         res = {}
         for name in self.a.contenders:
-            n1, ir1 = self.callgrind_total(name, 1000, 0)
-            n2, ir2 = self.callgrind_total(name, 1000, 5000, annotate=(name == "switchyard"))
-            per = (ir2 - ir1) / max(1, n2 - n1)
+            n1, ir1, d1 = self.callgrind_total(name, 1000, 0)
+            n2, ir2, d2 = self.callgrind_total(name, 1000, 5000)
+            n = max(1, n2 - n1)
+            per = (ir2 - ir1) / n
             res[name] = {"requests": n2 - n1, "instructions_per_request": round(per)}
             log(f"callgrind {name}: {per:.0f} user-space instructions/request")
+            if name == "switchyard":
+                for kind, extra in (("self", []), ("inclusive", ["--inclusive=yes"])):
+                    a = annotate_costs(d1, extra)
+                    b = annotate_costs(d2, extra)
+                    rows = sorted(((b.get(k, 0) - a.get(k, 0)) / n, k) for k in b)
+                    rows = [r for r in reversed(rows) if r[0] >= 50][:60]
+                    write(self.out / f"callgrind-switchyard-{kind}.txt",
+                          f"Switchyard, {kind} cost per request (user-space instructions; run with {n2} requests "
+                          f"minus run with {n1}, over {n}); total {per:.0f}\n\n"
+                          + "\n".join(f"{v:9.0f}  {k}" for v, k in rows) + "\n")
+            for d in d1 + d2:
+                d.replace(Path("/tmp") / d.name) if os.environ.get("KEEP_DUMPS") else d.unlink(missing_ok=True)
         self.summary["callgrind"] = res
 
     def control(self, name, pid, cmd):
@@ -310,7 +345,7 @@ class Profiler:
         top = sorted(((v / (n2 - n1), k) for k, v in sites.items() if v > 0), reverse=True)[:15]
         self.summary["dhat"] = {"requests": [n1, n2], "allocations_per_request": round(per, 1),
                                 "bytes_allocated_per_request": round(per_b), "top_sites_per_request": [[round(v, 2), k] for v, k in top]}
-        (self.out / "dhat-allocations.txt").write_text(
+        write(self.out / "dhat-allocations.txt",
             f"allocations per request: {per:.1f} ({per_b:.0f} bytes)\n\n" + "\n".join(f"{v:6.2f}  {k}" for v, k in top) + "\n")
         log(f"dhat: {per:.1f} allocations/request, {per_b:.0f} bytes/request")
         for f in (f1, f2):
@@ -331,7 +366,7 @@ class Profiler:
         self.summary["idle_heap"] = {"connections": k, "heap_at_peak_bytes": gmax, "heap_idle_bytes": gmax0,
                                      "bytes_per_connection": round(per),
                                      "top_sites": [[round(b / k), s] for b, s in sites]}
-        (self.out / "dhat-idle-connections.txt").write_text(
+        write(self.out / "dhat-idle-connections.txt",
             f"{k} idle keep-alive connections: heap at peak {gmax/1048576:.1f} MiB, {per:.0f} bytes per connection\n"
             "bytes per connection held at the peak, by allocation site:\n\n"
             + "\n".join(f"{b / k:8.0f}  {s}" for b, s in sites) + "\n")
@@ -341,6 +376,26 @@ class Profiler:
 
 
 # ---- parsing
+
+LOCAL_PATHS = [
+    (re.compile(r"/[^\s:\[\]()]*?/\.cargo/registry/src/[^/\s]+/"), "<cargo-registry>/"),
+    (re.compile(r"/rustc/[0-9a-f]{40}/"), "<rustc>/"),
+    (re.compile(r"/[^\s:\[\]()]*?/(?=(?:crates|bin)/[a-z-]+/src/)"), ""),
+    (re.compile(r"/[^\s:\[\]()]*?/release/switchyard\b"), "<target>/release/switchyard"),
+    (re.compile(r"/[^\s:\[\]()']*?/(?=bench/(?:results|configs)/)"), ""),
+]
+
+
+def clean(text):
+    """Reports name source files; keep them free of this machine's paths."""
+    for pat, rep in LOCAL_PATHS:
+        text = pat.sub(rep, text)
+    return text
+
+
+def write(path, text):
+    Path(path).write_text(clean(text))
+
 
 
 def top_lines(path, n):
@@ -355,6 +410,19 @@ def parse_strace(text):
         if m and m.group(6) != "total":
             calls[m.group(6)] = (int(m.group(4)), int(m.group(5) or 0))
     return calls
+
+
+def annotate_costs(dumps, extra):
+    """Cost per function (file:function) summed over callgrind dumps."""
+    costs = {}
+    for d in dumps:
+        out = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100"] + extra + [str(d)],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(?:\*\s+)?(\S.*?)(?: \[[^\]]*\])?$", line)
+            if m and "PROGRAM TOTALS" not in line:
+                costs[m.group(2)] = costs.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return costs
 
 
 def parse_callgrind_total(path):
@@ -398,7 +466,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--switchyard", required=True)
     ap.add_argument("--sybench", required=True)
-    ap.add_argument("--steps", default="perf,strace,callgrind,dhat,idle")
+    ap.add_argument("--steps", default="perf,perf_h2,satsys,strace,callgrind,dhat,idle")
     ap.add_argument("--contenders", default="switchyard,haproxy,nginx")
     ap.add_argument("--idle-conns", type=int, default=1000)
     ap.add_argument("--session-nice", type=int, default=-15)
@@ -418,7 +486,7 @@ def main():
     path = pr.out / "summary.json"
     prev = json.loads(path.read_text()) if path.exists() else {}
     prev.update(pr.summary)
-    path.write_text(json.dumps(prev, indent=1))
+    write(path, json.dumps(prev, indent=1))
     print(json.dumps(pr.summary, indent=1))
 
 

@@ -79,7 +79,9 @@ impl Opts {
         let mut map = HashMap::new();
         let mut it = args.iter().peekable();
         while let Some(a) = it.next() {
-            let Some(key) = a.strip_prefix("--") else { usage() };
+            let Some(key) = a.strip_prefix("--") else {
+                usage()
+            };
             let value = match it.peek() {
                 Some(v) if !v.starts_with("--") => it.next().unwrap().clone(),
                 _ => "true".to_owned(),
@@ -113,7 +115,10 @@ impl Opts {
 }
 
 fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     #[allow(unsafe_code)]
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -500,7 +505,9 @@ async fn h2_conn(
     };
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(streams));
     while let Some(t) = rx.recv().await {
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
         let client = client.clone();
         let uri = uri.clone();
         let body = body.clone();

@@ -200,7 +200,9 @@ fn headers(c: &mut Criterion) {
     group.bench_function("ensure_request_id_generate", |b| {
         b.iter_batched_ref(
             fresh,
-            |h| black_box(ensure_request_id(black_box(h))),
+            |h| {
+                black_box(ensure_request_id(black_box(h)));
+            },
             BatchSize::SmallInput,
         )
     });

@@ -91,7 +91,7 @@ async fn proxy_connection(
     let mut down = Tracked::new(&mut downstream, activity.clone(), epoch);
     let mut up_stream = upstream;
     let mut up = Tracked::new(&mut up_stream, activity.clone(), epoch);
-    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 64 * 1024, 64 * 1024);
     tokio::pin!(copy);
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);

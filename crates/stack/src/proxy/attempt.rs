@@ -125,11 +125,20 @@ impl Attempts<'_> {
 
         let cluster = self.cluster;
         let per_try = policy.and_then(|p| p.per_try_timeout);
+        // The common case: one attempt, nothing to race it. No attempt set,
+        // no hedge timer, no list of tried endpoints.
+        if max_attempts == 1 && hedge.is_none() {
+            let (ep, req, span) = self.prepare(&[], log, false, false)?;
+            let (ep, res) = attempt(cluster, ep, req, per_try, span).await;
+            log.endpoint = Some(ep.addr());
+            return res;
+        }
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut retry_permits: Vec<Permit> = Vec::new();
         let (ep, req, span) =
-            self.prepare(&mut tried, log, max_attempts > 1 || hedge.is_some(), false)?;
+            self.prepare(&tried, log, max_attempts > 1 || hedge.is_some(), false)?;
+        tried.push(ep.addr());
         in_flight.push(attempt(cluster, ep, req, per_try, span));
 
         let hedge_delay = hedge.and_then(|h| match h.policy.delay {
@@ -171,11 +180,12 @@ impl Attempts<'_> {
                     }
                     tokio::time::sleep(wait).await;
                     let more = log.attempts + 1 < max_attempts;
-                    let Ok((ep, req, span)) = self.prepare(&mut tried, log, more, false) else {
+                    let Ok((ep, req, span)) = self.prepare(&tried, log, more, false) else {
                         // The body outgrew the replay cap: the failure stands.
                         return res;
                     };
                     log.retries += 1;
+                    tried.push(ep.addr());
                     in_flight.push(attempt(cluster, ep, req, per_try, span));
                 }
                 _ = &mut hedge_timer, if hedge_armed => {
@@ -189,7 +199,8 @@ impl Attempts<'_> {
                         continue;
                     }
                     let more = log.attempts + 1 < hedge_max || max_attempts > log.attempts + 1;
-                    if let Ok((ep, req, span)) = self.prepare(&mut tried, log, more, true) {
+                    if let Ok((ep, req, span)) = self.prepare(&tried, log, more, true) {
+                        tried.push(ep.addr());
                         self.cluster.decisions().count(Decision::Hedge);
                         log.hedges += 1;
                         in_flight.push(attempt(cluster, ep, req, per_try, span));
@@ -209,7 +220,7 @@ impl Attempts<'_> {
     /// left): the body view, the attempt number and the time budget.
     fn prepare(
         &mut self,
-        tried: &mut Vec<SocketAddr>,
+        tried: &[SocketAddr],
         log: &mut AttemptLog,
         keep_head: bool,
         hedge: bool,
@@ -219,7 +230,6 @@ impl Attempts<'_> {
             .body
             .next()
             .ok_or_else(|| ProxyError::new(ErrorKind::Internal))?;
-        tried.push(endpoint.addr());
         log.attempts += 1;
         let mut headers = if keep_head {
             self.head.headers.clone()
@@ -232,14 +242,15 @@ impl Attempts<'_> {
         } else {
             log.attempts
         };
-        headers.insert(ATTEMPT_HEADER.clone(), HeaderValue::from(number));
+        headers.insert(ATTEMPT_HEADER.clone(), attempt_value(number));
         let per_try = self.route.retry().and_then(|p| p.per_try_timeout);
         let remaining = self.deadline.remaining();
         let budget = per_try.map_or(remaining, |t| t.min(remaining));
         // Plain integers and grpc-timeout strings are valid header values.
-        if let Ok(v) = HeaderValue::from_str(&deadline::format_timeout_ms(budget)) {
-            headers.insert(TIMEOUT_HEADER.clone(), v);
-        }
+        headers.insert(
+            TIMEOUT_HEADER.clone(),
+            HeaderValue::from(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
+        );
         if self.grpc {
             if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(budget)) {
                 headers.insert(GRPC_TIMEOUT.clone(), v);
@@ -323,6 +334,15 @@ impl Drop for SpanGuard {
         if !self.done {
             self.end(None, Some("cancelled"));
         }
+    }
+}
+
+/// The attempt number as a header value; the usual ones need no allocation.
+fn attempt_value(n: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
     }
 }
 

@@ -18,16 +18,45 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// `Upgrade` survive so that a protocol upgrade can be tunnelled.
 /// `TE: trailers` is kept: gRPC over HTTP/2 requires it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(CONNECTION).cloned() {
-        if let Ok(list) = conn.to_str() {
+    // One pass over the names finds which hop-by-hop headers are present;
+    // most heads carry `Connection` at most, so most removals are skipped.
+    let (mut conn, mut ka, mut pc, mut te_enc, mut up, mut te) =
+        (false, false, false, false, false, false);
+    for name in headers.keys() {
+        if name == CONNECTION {
+            conn = true;
+        } else if name == TRANSFER_ENCODING {
+            te_enc = true;
+        } else if name == UPGRADE {
+            up = true;
+        } else if name == TE {
+            te = true;
+        } else if name == KEEP_ALIVE {
+            ka = true;
+        } else if name == PROXY_CONNECTION {
+            pc = true;
+        }
+    }
+    if conn {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(CONNECTION) {
+            let Ok(list) = value.to_str() else { continue };
             for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                // Tokens that are options rather than header names, or that
+                // are removed below anyway, need no lookup.
+                if token.eq_ignore_ascii_case("keep-alive")
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("upgrade")
+                {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    headers.remove(name);
+                    named.push(name);
                 }
             }
+        }
+        for name in named {
+            headers.remove(name);
         }
         if keep_upgrade {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -35,15 +64,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(CONNECTION);
         }
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    if !keep_upgrade {
+    if ka {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if pc {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if te_enc {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    if up && !keep_upgrade {
         headers.remove(UPGRADE);
     }
-    if let Some(te) = headers.get(TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(TE);
+    if te {
+        if let Some(v) = headers.get(TE) {
+            if !v.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(TE);
+            }
         }
     }
 }
@@ -51,16 +88,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Appends the client address to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto` to the scheme the client used.
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    let ip = client.to_string();
+    let mut v4 = [0u8; 15];
+    let ip_buf;
+    let ip: &[u8] = match client {
+        IpAddr::V4(a) => {
+            // Dotted quad without the formatting machinery.
+            let mut n = 0;
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    v4[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    v4[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    v4[n] = b'0' + (o / 10) % 10;
+                    n += 1;
+                }
+                v4[n] = b'0' + o % 10;
+                n += 1;
+            }
+            &v4[..n]
+        }
+        IpAddr::V6(_) => {
+            ip_buf = client.to_string();
+            ip_buf.as_bytes()
+        }
+    };
     let value = match headers.get(&X_FORWARDED_FOR) {
         Some(prior) => {
             let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
+            v.extend_from_slice(ip);
             HeaderValue::from_bytes(&v)
         }
-        None => HeaderValue::from_str(&ip),
+        None => HeaderValue::from_bytes(ip),
     };
     // An IP address and a previously valid header value joined by ", " are
     // always a valid header value.
@@ -72,13 +137,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static st
 
 /// Keeps a caller's `X-Request-Id` or generates one, so that a request can be
 /// followed through every hop's logs. Returns the id.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        return id.clone();
-    }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+pub fn ensure_request_id(headers: &mut HeaderMap) -> &HeaderValue {
+    headers
+        .entry(X_REQUEST_ID.clone())
+        .or_insert_with(new_request_id)
 }
 
 /// A random 128-bit id in UUID v4 text form.
@@ -152,15 +214,54 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_for_formats_every_address_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, addr, "https");
+            assert_eq!(h[&X_FORWARDED_FOR], addr.to_string().as_str());
+            assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        }
+    }
+
+    #[test]
+    fn strips_every_hop_by_hop_header_and_repeated_connection_lists() {
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, HeaderValue::from_static("close, X-A"));
+        h.append(CONNECTION, HeaderValue::from_static("x-b, upgrade"));
+        for name in [
+            "x-a",
+            "x-b",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[TE], "trailers");
+    }
+
+    #[test]
     fn request_ids_are_kept_or_generated_uuid_v4() {
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
+        let id = ensure_request_id(&mut h).clone();
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
         assert_ne!(new_request_id(), id);
         let again = ensure_request_id(&mut h);
-        assert_eq!(again, id);
+        assert_eq!(again, &id);
     }
 }

@@ -114,8 +114,12 @@ impl HttpProxy {
             self.fail(route, &ProxyError::new(ErrorKind::DeadlineExpired), grpc)
         } else {
             let tracing = self.tracer.as_ref().zip(trace.as_ref());
-            let forward =
-                self.forward(route, cluster, req, conn, deadline, grpc, tracing, &mut log);
+            // Boxed: the forward future is most of the request's state;
+            // boxing it keeps handle()'s own future (which hyper keeps per
+            // connection and moves per request) small.
+            let forward = Box::pin(
+                self.forward(route, cluster, req, conn, deadline, grpc, tracing, &mut log),
+            );
             match tokio::time::timeout_at(deadline.instant(), forward).await {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(err)) => self.fail(route, &err, grpc),
@@ -240,7 +244,6 @@ impl HttpProxy {
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.proto);
-        headers::ensure_request_id(&mut parts.headers);
         let incoming_attempt = parts
             .headers
             .remove(&attempt::ATTEMPT_HEADER)

@@ -65,7 +65,7 @@ impl Activity {
 
 impl Conn {
     pub async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
-        let metrics = self.proxy.metrics().clone();
+        let metrics = self.proxy.metrics();
         metrics.connections_total.inc();
         metrics.connections_active.inc();
         let info = ConnInfo {
@@ -103,6 +103,7 @@ impl Conn {
         let mut closing = false;
         loop {
             tokio::select! {
+                biased;
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         debug!(%peer, error = %e, "downstream connection error");

@@ -46,7 +46,11 @@ fn builder(cfg: &HttpServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.max_concurrent_streams)
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .adaptive_window(true)
+        // Fixed windows rather than adaptive ones: h2 budgets buffered small
+        // DATA frames at half the connection window, and adaptive windows
+        // start at 64 KiB (about 150 buffered gRPC messages).
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(8 << 20)
         // Pings find clients that vanished without closing the connection.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));

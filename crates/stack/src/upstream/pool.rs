@@ -283,7 +283,8 @@ impl Pool {
             .timer(TokioTimer::new())
             // Grow windows with the bandwidth-delay product so that large
             // gRPC messages are not throttled by the 64 KiB default.
-            .adaptive_window(true)
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(8 << 20)
             // Detect upstreams that vanished without closing the socket.
             .keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
