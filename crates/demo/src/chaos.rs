@@ -1,6 +1,8 @@
 //! The chaos script of `switchyard demo`: while load runs, one HTTP backend
 //! dies and comes back, another turns slow, a third starts failing, and a
 //! gRPC backend dies and comes back — each for a while, one after the other.
+//! Meanwhile the HTTP service scales out by one instance, which registers
+//! and takes traffic, and near the end scales back in with a drain.
 //!
 //! The faults do not overlap on purpose. With three HTTP backends, two faulty
 //! at once would leave one healthy endpoint: below the default panic
@@ -15,6 +17,7 @@
 use std::time::Duration;
 
 use crate::DemoError;
+use crate::backend::Protocol;
 use crate::scenario::{Action, Scenario};
 
 /// The duration the timeline below is written for.
@@ -54,6 +57,8 @@ pub fn scenario(duration: Duration, http: usize, grpc: usize) -> Result<Scenario
     let scale = duration.as_secs_f64() / NOMINAL.as_secs_f64();
     let at = |nominal_secs: f64| Duration::from_secs_f64(nominal_secs * scale);
     let name = |s: &str| s.to_owned();
+    // The instance added by scaling out, named after the ones started first.
+    let added = format!("api-{}", http + 1);
     let scenario = Scenario::new()
         .at(Duration::ZERO, Action::StartLoad)
         // A crash: connect failures and reset connections, retried at once;
@@ -61,6 +66,15 @@ pub fn scenario(duration: Duration, http: usize, grpc: usize) -> Result<Scenario
         .at(at(1.5), Action::Kill(name("api-2")))
         .at(at(2.0), Action::Kill(name("inventory-2")))
         // Back on the same address: health checks see it, a probe restores it.
+        // Scale out while api-2 is down: the new instance registers itself
+        // and the proxy routes to it as soon as the registry says so.
+        .at(
+            at(3.0),
+            Action::ScaleOut {
+                backend: added.clone(),
+                protocol: Protocol::Http,
+            },
+        )
         .at(at(4.0), Action::Restart(name("api-2")))
         .at(at(4.5), Action::Restart(name("inventory-2")))
         // A stall: hedges and per-try timeouts route around it.
@@ -90,6 +104,9 @@ pub fn scenario(duration: Duration, http: usize, grpc: usize) -> Result<Scenario
         )
         .at(at(10.0), Action::Heal(name("api-1")))
         .at(at(10.0), Action::Heal(name("inventory-1")))
+        // Scale back in, under load: drain, let requests in flight finish,
+        // deregister, stop. No request may fail.
+        .at(at(10.5), Action::ScaleIn(added))
         .at(duration, Action::StopLoad);
     Ok(scenario)
 }
@@ -109,6 +126,19 @@ mod tests {
                 .map(|e| e.at)
         };
         assert_eq!(kill(&nominal), Some(Duration::from_millis(1500)));
+        // The instance added by scaling out is the one scaled back in.
+        let scale_in = nominal
+            .events()
+            .iter()
+            .find(|e| matches!(e.action, Action::ScaleIn(_)))
+            .expect("a scale-in");
+        assert_eq!(scale_in.action.backend(), Some("api-4"));
+        assert!(nominal.events().iter().any(|e| e.at < scale_in.at
+            && e.action
+                == Action::ScaleOut {
+                    backend: "api-4".into(),
+                    protocol: Protocol::Http
+                }));
         let slow = scenario(s(24), 3, 2).expect("valid");
         assert_eq!(kill(&slow), Some(s(3)));
         assert_eq!(slow.end(), s(24));

@@ -8,18 +8,10 @@
 use std::net::SocketAddr;
 
 use crate::LISTENER;
-use crate::backend::{Fleet, Protocol};
 
-/// The proxy configuration for `fleet`, with the admin API on `admin`.
-pub(crate) fn proxy_config(fleet: &Fleet, admin: SocketAddr) -> String {
-    let list = |protocol| {
-        fleet
-            .addrs(protocol)
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+/// The proxy configuration: both clusters discovered through the registry
+/// at `registry` (a base URL), the admin API on `admin`.
+pub(crate) fn proxy_config(registry: &str, admin: SocketAddr) -> String {
     format!(
         r#"
 [admin]
@@ -65,7 +57,10 @@ protocol = "http"
 
 [[clusters]]
 name = "api"
-discovery = {{ static = [{api}] }}
+# Backends register themselves; the proxy follows the registry with a
+# blocking-query watch, so instances added, drained or removed mid-run are
+# routed to (or not) within milliseconds.
+discovery = {{ registry = {{ url = "{registry}", service = "api" }} }}
 balance = "p2c-peak-ewma"
 protocol = "http1"
 {resilience}
@@ -73,15 +68,13 @@ health = {{ http = "/healthz", interval = "500ms", timeout = "250ms", healthy = 
 
 [[clusters]]
 name = "inventory"
-discovery = {{ static = [{inventory}] }}
+discovery = {{ registry = {{ url = "{registry}", service = "inventory" }} }}
 balance = "p2c-peak-ewma"
 protocol = "http2"
 {resilience}
 # `grpc.health.v1` on the whole server ("").
 health = {{ grpc = "", interval = "500ms", timeout = "250ms", healthy = 2, unhealthy = 2 }}
 "#,
-        api = list(Protocol::Http),
-        inventory = list(Protocol::Grpc),
         resilience = CLUSTER_RESILIENCE.trim(),
     )
 }

@@ -12,9 +12,13 @@
 //! - [`backend`]: the demo backends (`api-N` over HTTP, `inventory-N` over
 //!   gRPC) and their [`BackendHandle`]s: stop, start, latency, error rate.
 //! - `config.rs`: the proxy configuration, with retries, hedging, outlier
-//!   ejection and health checks on.
+//!   ejection and health checks on, and both clusters discovered through
+//!   the registry.
+//! - `registry.rs`: the embedded Switchyard registry the backends register
+//!   in, and their registrations (heartbeats, drain, deregister).
 //! - [`chaos`]: the default timeline — kill, stall and brown-out backends
-//!   one after the other, then bring them back.
+//!   one after the other, then bring them back; scale the HTTP service out
+//!   by one instance and back in with a drain.
 //! - [`scenario`]: timelines of [`Action`]s and how each is applied.
 //! - `load.rs`: the open-loop, bounded load generator and the per-second
 //!   live line.
@@ -31,6 +35,7 @@ pub mod backend;
 pub mod chaos;
 mod config;
 mod load;
+mod registry;
 pub mod report;
 pub mod resilience;
 pub mod scenario;
@@ -43,10 +48,11 @@ use std::time::Duration;
 use switchyard_proxy::{Proxy, StartError};
 
 pub use backend::{BackendHandle, Fleet, Protocol};
-pub use report::{BackendReport, DemoReport};
+pub use report::{BackendReport, DemoReport, Scaling};
 pub use resilience::{ClusterResilience, Decisions, EndpointResilience};
 pub use scenario::{Action, Scenario};
 
+use registry::Registry;
 use resilience::ProxyView;
 use scenario::Stage;
 use stats::Recorder;
@@ -132,6 +138,8 @@ pub enum DemoError {
     Client(tonic::transport::Error),
     #[error("scenario: {0}")]
     Scenario(String),
+    #[error("registry: {0}")]
+    Registry(String),
 }
 
 /// Runs the demo: load for `opts.duration`, with the chaos script unless
@@ -154,10 +162,27 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         ));
     }
     let fleet = Fleet::start(opts.http_backends, opts.grpc_backends)?;
-    let proxy = bind_proxy(&fleet, opts.admin).await?;
-    let public = proxy
-        .listener_addr(LISTENER)
-        .ok_or(DemoError::NoListener(LISTENER))?;
+    let registry = Registry::start().await?;
+    let started = async {
+        // Registered before the proxy starts, so its first discovery answer
+        // already lists every backend.
+        for backend in fleet.handles() {
+            registry.register(&backend).await?;
+        }
+        let proxy = bind_proxy(&registry, opts.admin).await?;
+        let public = proxy
+            .listener_addr(LISTENER)
+            .ok_or(DemoError::NoListener(LISTENER))?;
+        Ok::<_, DemoError>((proxy, public))
+    };
+    let (proxy, public) = match started.await {
+        Ok(started) => started,
+        Err(err) => {
+            fleet.shutdown().await;
+            registry.shutdown().await;
+            return Err(err);
+        }
+    };
     let admin = proxy.admin_addr();
     let view = ProxyView::new(
         CLUSTERS
@@ -177,11 +202,16 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         say(&format!(
             "  admin: http://{admin}/clusters  http://{admin}/metrics  http://{admin}/events"
         ));
+        say(&format!(
+            "  registry: http://{}/v1/services   (embedded store; backends register themselves)",
+            registry.addr()
+        ));
     }
 
     let recorder = Arc::new(Recorder::new());
     let mut stage = Stage::new(
         &fleet,
+        &registry,
         public,
         recorder.clone(),
         view.clone(),
@@ -211,16 +241,20 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
     };
     let (drained, played) = tokio::join!(serve, play);
     let load_duration = stage.load_duration;
+    let scaling = std::mem::take(&mut stage.scaling);
     let (timeline, resilience) = match played {
         Ok(played) => played,
         Err(err) => {
             fleet.shutdown().await;
+            registry.shutdown().await;
             return Err(err);
         }
     };
     // Counted after the proxy drained, so late answers are included.
     let backends = backend_reports(&fleet, &resilience);
+    let registry_addr = registry.addr();
     fleet.shutdown().await;
+    registry.shutdown().await;
 
     let by_kind = recorder.kinds();
     Ok(DemoReport {
@@ -238,6 +272,8 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         seconds: recorder.seconds(),
         timeline,
         resilience,
+        registry: registry_addr,
+        scaling,
         error_samples: recorder.error_samples(),
         drained,
     })
@@ -253,7 +289,7 @@ pub(crate) fn say(line: &str) {
 /// Binds the proxy. With no admin address given, a free port is picked and
 /// written into the config; if another process takes it in between, picks
 /// again (twice at most).
-async fn bind_proxy(fleet: &Fleet, admin: Option<SocketAddr>) -> Result<Proxy, DemoError> {
+async fn bind_proxy(registry: &Registry, admin: Option<SocketAddr>) -> Result<Proxy, DemoError> {
     // An admin on port 0 would collide with the listener's port 0 in config
     // validation, so port 0 there also means "pick one".
     let fixed = admin.filter(|a| a.port() != 0);
@@ -264,7 +300,7 @@ async fn bind_proxy(fleet: &Fleet, admin: Option<SocketAddr>) -> Result<Proxy, D
             Some(addr) => addr,
             None => free_port(admin.map_or(Ipv4Addr::LOCALHOST.into(), |a| a.ip()))?,
         };
-        let toml = config::proxy_config(fleet, admin);
+        let toml = config::proxy_config(registry.url(), admin);
         let config = switchyard_config::parse(&toml, "demo.toml").map_err(DemoError::Config)?;
         match Proxy::bind(config).await {
             Err(StartError::BindAdmin { .. }) if fixed.is_none() && attempts < 3 => continue,

@@ -44,6 +44,46 @@ pub struct Applied {
     pub fault: bool,
 }
 
+/// One scaling step, as it went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scaling {
+    /// A backend started and registered mid-run.
+    Out {
+        backend: String,
+        /// When it happened, since the scenario started.
+        at: Duration,
+        /// From its registration to its first answered request; `None` if
+        /// no request reached it in time.
+        first_request_after: Option<Duration>,
+    },
+    /// A backend drained, deregistered and stopped mid-run.
+    In {
+        backend: String,
+        at: Duration,
+        /// From the drain request to the proxy marking the endpoint
+        /// draining (no new requests); `None` if it never did in time.
+        draining_seen_after: Option<Duration>,
+        /// From the drain request to the backend's stop.
+        stopped_after: Duration,
+        /// Requests the proxy still had in flight to it when it stopped.
+        in_flight_at_stop: u32,
+        /// Requests it answered after the proxy marked it draining: those
+        /// already sent, finishing.
+        served_while_draining: u64,
+        /// Client-visible errors before the drain began, so the report can
+        /// count those after it.
+        errors_before: u64,
+    },
+}
+
+impl Scaling {
+    pub fn backend(&self) -> &str {
+        match self {
+            Scaling::Out { backend, .. } | Scaling::In { backend, .. } => backend,
+        }
+    }
+}
+
 /// The outcome of a demo run.
 #[derive(Debug, Clone)]
 pub struct DemoReport {
@@ -69,6 +109,10 @@ pub struct DemoReport {
     pub timeline: Vec<Applied>,
     /// The proxy's decisions and endpoint states per cluster at the end.
     pub resilience: Vec<ClusterResilience>,
+    /// The embedded registry the backends registered in.
+    pub registry: SocketAddr,
+    /// Scale-out and scale-in steps of the scenario.
+    pub scaling: Vec<Scaling>,
     /// A few distinct error messages, to tell what went wrong.
     pub error_samples: Vec<String>,
     /// Whether the proxy drained every connection within its grace period.
@@ -138,6 +182,38 @@ impl DemoReport {
         for b in &self.backends {
             if b.served_since_restart == Some(0) {
                 problems.push(format!("{} served nothing after its restart", b.name));
+            }
+        }
+        for step in &self.scaling {
+            match step {
+                Scaling::Out {
+                    backend,
+                    first_request_after: None,
+                    ..
+                } => problems.push(format!("{backend} took no traffic after scaling out")),
+                Scaling::In {
+                    backend,
+                    draining_seen_after,
+                    in_flight_at_stop,
+                    errors_before,
+                    ..
+                } => {
+                    if draining_seen_after.is_none() {
+                        problems.push(format!("the proxy never saw {backend} draining"));
+                    }
+                    if *in_flight_at_stop > 0 {
+                        problems.push(format!(
+                            "{backend} stopped with {in_flight_at_stop} requests in flight"
+                        ));
+                    }
+                    let after = self.errors.saturating_sub(*errors_before);
+                    if after > 0 {
+                        problems.push(format!(
+                            "{after} requests failed after {backend} began to drain"
+                        ));
+                    }
+                }
+                Scaling::Out { .. } => {}
             }
         }
         for cluster in self.faulted_clusters() {
@@ -256,6 +332,8 @@ impl DemoReport {
             );
         }
 
+        self.render_scaling(&mut out);
+
         if !self.timeline.is_empty() {
             let _ = writeln!(out, "\n  timeline");
             for e in &self.timeline {
@@ -287,6 +365,63 @@ impl DemoReport {
         out
     }
 
+    /// The "discovery" section: the registry, and what each scaling step
+    /// did, told from the backends' own counts.
+    fn render_scaling(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n  discovery: embedded registry http://{}/v1/services (backends register themselves)",
+            self.registry
+        );
+        let served = |name: &str| {
+            self.backends
+                .iter()
+                .find(|b| b.name == name)
+                .map_or(0, |b| b.served)
+        };
+        for step in &self.scaling {
+            match step {
+                Scaling::Out {
+                    backend,
+                    at,
+                    first_request_after,
+                } => {
+                    let first = first_request_after.map_or_else(
+                        || "no request reached it".to_owned(),
+                        |d| format!("first answer {} after registering", ms(d)),
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  scale out t={:>5.1}s  {backend}: {first}; served {} requests in all",
+                        at.as_secs_f64(),
+                        served(backend)
+                    );
+                }
+                Scaling::In {
+                    backend,
+                    at,
+                    draining_seen_after,
+                    stopped_after,
+                    in_flight_at_stop,
+                    served_while_draining,
+                    errors_before,
+                } => {
+                    let seen = draining_seen_after.map_or_else(
+                        || "never marked draining".to_owned(),
+                        |d| format!("no new requests after {}", ms(d)),
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  scale in  t={:>5.1}s  {backend}: drained, {seen}, {served_while_draining} in flight answered, {in_flight_at_stop} cut; stopped after {}; failed requests since: {}",
+                        at.as_secs_f64(),
+                        ms(*stopped_after),
+                        self.errors.saturating_sub(*errors_before)
+                    );
+                }
+            }
+        }
+    }
+
     fn verdict(&self) -> String {
         let problems = self.problems();
         if !problems.is_empty() {
@@ -297,6 +432,17 @@ impl DemoReport {
             self.requests,
             self.backends.len()
         );
+        let scaled: Vec<String> = self
+            .scaling
+            .iter()
+            .map(|s| match s {
+                Scaling::Out { backend, .. } => format!("{backend} scaled out"),
+                Scaling::In { backend, .. } => format!("{backend} scaled in with a drain"),
+            })
+            .collect();
+        if !scaled.is_empty() {
+            let _ = write!(verdict, "; {}", scaled.join(", "));
+        }
         let faulted = self.faulted_clusters();
         if !faulted.is_empty() {
             let _ = write!(

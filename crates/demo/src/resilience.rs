@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchyard_stack::cluster::Cluster;
+use switchyard_stack::cluster::{Cluster, EndpointSnapshot};
 
 /// Counts of the proxy's resilience decisions (one cluster, or summed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,6 +128,16 @@ impl ProxyView {
     pub(crate) fn totals(&self) -> Decisions {
         self.clusters.iter().fold(Decisions::default(), |sum, c| {
             sum.plus(&Decisions::from_map(&c.snapshot().decisions))
+        })
+    }
+
+    /// The endpoint at `addr` now, in whichever cluster lists it.
+    pub(crate) fn endpoint(&self, addr: SocketAddr) -> Option<EndpointSnapshot> {
+        self.clusters.iter().find_map(|c| {
+            c.snapshot()
+                .endpoints
+                .into_iter()
+                .find(|e| e.address == addr)
         })
     }
 

@@ -6,8 +6,7 @@
 //! per-second figures. The default timeline, faults included, is in
 //! [`crate::chaos`].
 //!
-//! Adding an event kind (e.g. registering a new backend to scale out) is two
-//! steps: a variant of [`Action`] and its arm in [`Stage::apply`]; if it acts
+//! Adding an event kind is two steps: a variant of [`Action`] and its arm in [`Stage::apply`]; if it acts
 //! on one backend, also name it in [`Action::backend`] so the report can tell
 //! which cluster it touched.
 
@@ -18,9 +17,19 @@ use std::time::{Duration, Instant};
 use crate::DemoError;
 use crate::backend::{BackendHandle, DEFAULT_LATENCY, Fleet, Protocol};
 use crate::load::{LoadConfig, LoadRun, MIX};
-use crate::report::Applied;
+use crate::registry::Registry;
+use crate::report::{Applied, Scaling};
 use crate::resilience::ProxyView;
 use crate::stats::Recorder;
+
+/// How long a scaling step waits for the proxy to act on a registry change
+/// (a new instance's first request, a drained one's last) before reporting
+/// that it did not. Propagation takes milliseconds; this is for a host
+/// under heavy load.
+const SCALE_WAIT: Duration = Duration::from_secs(3);
+
+/// How often a scaling step looks at the proxy and the backends.
+const POLL: Duration = Duration::from_millis(2);
 
 /// Something that happens at a point of the timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +49,13 @@ pub enum Action {
     Fail { backend: String, percent: u8 },
     /// Normal latency and no injected errors again.
     Heal(String),
+    /// Scale out: start a new backend and register it; the proxy finds it
+    /// through the registry.
+    ScaleOut { backend: String, protocol: Protocol },
+    /// Scale in: drain the backend in the registry, wait until the proxy
+    /// sends it nothing and its requests in flight are answered, then
+    /// deregister and stop it.
+    ScaleIn(String),
 }
 
 impl Action {
@@ -47,8 +63,13 @@ impl Action {
     pub fn backend(&self) -> Option<&str> {
         match self {
             Action::StartLoad | Action::StopLoad => None,
-            Action::Kill(name) | Action::Restart(name) | Action::Heal(name) => Some(name),
-            Action::Slow { backend, .. } | Action::Fail { backend, .. } => Some(backend),
+            Action::Kill(name)
+            | Action::Restart(name)
+            | Action::Heal(name)
+            | Action::ScaleIn(name) => Some(name),
+            Action::Slow { backend, .. }
+            | Action::Fail { backend, .. }
+            | Action::ScaleOut { backend, .. } => Some(backend),
         }
     }
 
@@ -108,6 +129,8 @@ impl Scenario {
 #[derive(Debug)]
 pub(crate) struct Stage<'a> {
     pub fleet: &'a Fleet,
+    /// Where backends register; the proxy discovers them there.
+    pub registry: &'a Registry,
     pub proxy: SocketAddr,
     pub recorder: Arc<Recorder>,
     /// The proxy's clusters, for the live lines' decision counts.
@@ -120,12 +143,15 @@ pub(crate) struct Stage<'a> {
     pub load_duration: Duration,
     /// The scenario's last event time: load never runs past it.
     end: Duration,
+    /// Scale-out and scale-in steps, as they went.
+    pub scaling: Vec<Scaling>,
     clock: Instant,
 }
 
 impl<'a> Stage<'a> {
     pub(crate) fn new(
         fleet: &'a Fleet,
+        registry: &'a Registry,
         proxy: SocketAddr,
         recorder: Arc<Recorder>,
         view: ProxyView,
@@ -134,6 +160,7 @@ impl<'a> Stage<'a> {
     ) -> Stage<'a> {
         Stage {
             fleet,
+            registry,
             proxy,
             recorder,
             view,
@@ -142,6 +169,7 @@ impl<'a> Stage<'a> {
             load: None,
             load_duration: Duration::ZERO,
             end: Duration::ZERO,
+            scaling: Vec::new(),
             clock: Instant::now(),
         }
     }
@@ -179,7 +207,11 @@ impl<'a> Stage<'a> {
             Action::Kill(name) => {
                 let backend = self.backend(name)?;
                 backend.stop().await;
-                Ok(format!("kill {name} (port closed, connections dropped)"))
+                // A crashed process stops heartbeating too.
+                self.registry.abandon(name).await;
+                Ok(format!(
+                    "kill {name} (port closed, connections dropped, heartbeats stopped)"
+                ))
             }
             Action::Restart(name) => {
                 let backend = self.backend(name)?;
@@ -187,8 +219,14 @@ impl<'a> Stage<'a> {
                     name: name.clone(),
                     source,
                 })?;
-                Ok(format!("restart {name} on {}", backend.addr()))
+                self.registry.register(&backend).await?;
+                Ok(format!(
+                    "restart {name} on {}, registered again",
+                    backend.addr()
+                ))
             }
+            Action::ScaleOut { backend, protocol } => self.scale_out(backend, *protocol).await,
+            Action::ScaleIn(name) => self.scale_in(name).await,
             Action::Slow { backend, extra } => {
                 let handle = self.backend(backend)?;
                 let (min, max) = DEFAULT_LATENCY;
@@ -214,11 +252,92 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// Starts and registers a new backend, then waits for its first answer.
+    async fn scale_out(&mut self, name: &str, protocol: Protocol) -> Result<String, DemoError> {
+        let at = self.clock.elapsed();
+        let backend = self.fleet.add(name.to_owned(), protocol)?;
+        let registered = Instant::now();
+        self.registry.register(&backend).await?;
+        let first = poll_until(|| backend.served() > 0).await;
+        let first_request_after = first.then(|| registered.elapsed());
+        self.scaling.push(Scaling::Out {
+            backend: name.to_owned(),
+            at,
+            first_request_after,
+        });
+        let outcome = match first_request_after {
+            Some(d) => format!(
+                "first request answered {} ms after registering",
+                d.as_millis()
+            ),
+            None => format!("no request within {} s", SCALE_WAIT.as_secs()),
+        };
+        Ok(format!(
+            "scale out: {name} started on {}, registered; {outcome}",
+            backend.addr()
+        ))
+    }
+
+    /// Drains, waits for the proxy to stop sending and for the requests in
+    /// flight, then deregisters and stops the backend.
+    async fn scale_in(&mut self, name: &str) -> Result<String, DemoError> {
+        let at = self.clock.elapsed();
+        let backend = self.backend(name)?;
+        let errors_before = self.recorder.errors();
+        let started = Instant::now();
+        self.registry.drain(name).await?;
+        let addr = backend.addr();
+        let view = self.view.clone();
+        let seen = poll_until(|| view.endpoint(addr).is_none_or(|e| e.state == "draining")).await;
+        let draining_seen_after = seen.then(|| started.elapsed());
+        let served_at_drain = backend.served();
+        // Requests already sent still get their answers.
+        poll_until(|| view.endpoint(addr).is_none_or(|e| e.in_flight == 0)).await;
+        let in_flight_at_stop = view.endpoint(addr).map_or(0, |e| e.in_flight);
+        self.registry.deregister(name).await?;
+        backend.stop().await;
+        let stopped_after = started.elapsed();
+        self.scaling.push(Scaling::In {
+            backend: name.to_owned(),
+            at,
+            draining_seen_after,
+            stopped_after,
+            in_flight_at_stop,
+            served_while_draining: backend.served().saturating_sub(served_at_drain),
+            errors_before,
+        });
+        let seen = match draining_seen_after {
+            Some(d) => format!("the proxy stopped sending after {} ms", d.as_millis()),
+            None => format!(
+                "the proxy did not mark it draining within {} s",
+                SCALE_WAIT.as_secs()
+            ),
+        };
+        Ok(format!(
+            "scale in: {name} drained ({seen}), {in_flight_at_stop} in flight, deregistered and stopped after {} ms",
+            stopped_after.as_millis()
+        ))
+    }
+
     /// The backend named `name`, for actions aimed at one backend.
     pub(crate) fn backend(&self, name: &str) -> Result<BackendHandle, DemoError> {
         self.fleet
             .get(name)
             .ok_or_else(|| DemoError::Scenario(format!("no backend named {name:?}")))
+    }
+}
+
+/// Polls `done` every [`POLL`] for up to [`SCALE_WAIT`]; true once it holds.
+async fn poll_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + SCALE_WAIT;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -244,6 +244,11 @@ impl Recorder {
             .collect()
     }
 
+    /// Requests failed so far, all kinds.
+    pub(crate) fn errors(&self) -> u64 {
+        self.lock().kinds.iter().map(|c| c.errors).sum()
+    }
+
     pub(crate) fn error_samples(&self) -> Vec<String> {
         self.lock().error_samples.clone()
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchyard_demo::report::{Applied, KindCounts, Latency, RequestKind};
-use switchyard_demo::{BackendReport, ClusterResilience, Decisions, DemoReport, Protocol};
+use switchyard_demo::{BackendReport, ClusterResilience, Decisions, DemoReport, Protocol, Scaling};
 
 fn report(errors: u64, served: [u64; 2]) -> DemoReport {
     let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -50,6 +50,8 @@ fn report(errors: u64, served: [u64; 2]) -> DemoReport {
             decisions: Decisions::default(),
             endpoints: Vec::new(),
         }],
+        registry: addr(7400),
+        scaling: Vec::new(),
         error_samples: Vec::new(),
         drained: true,
     }
@@ -133,4 +135,64 @@ fn an_overloaded_host_is_called_out() {
         "{}",
         r.render()
     );
+}
+
+#[test]
+fn scaling_steps_are_judged_and_told() {
+    let mut r = report(0, [100, 100]);
+    r.scaling.push(Scaling::Out {
+        backend: "api-2".to_owned(),
+        at: Duration::from_secs(1),
+        first_request_after: Some(Duration::from_millis(12)),
+    });
+    let drained = |seen, in_flight| Scaling::In {
+        backend: "api-2".to_owned(),
+        at: Duration::from_secs(2),
+        draining_seen_after: seen,
+        stopped_after: Duration::from_millis(30),
+        in_flight_at_stop: in_flight,
+        served_while_draining: 2,
+        errors_before: 0,
+    };
+    r.scaling.push(drained(Some(Duration::from_millis(4)), 0));
+    assert!(r.success(), "{}", r.render());
+    let text = r.render();
+    assert!(
+        text.contains("discovery: embedded registry http://127.0.0.1:7400"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scale out t=  1.0s  api-2: first answer 12.00ms after registering"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scale in  t=  2.0s  api-2: drained, no new requests after 4.00ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains("api-2 scaled out, api-2 scaled in with a drain"),
+        "{text}"
+    );
+
+    // Every way a scaling step can break its promise fails the run.
+    r.scaling[0] = Scaling::Out {
+        backend: "api-2".to_owned(),
+        at: Duration::from_secs(1),
+        first_request_after: None,
+    };
+    assert!(
+        r.problems()
+            .contains(&"api-2 took no traffic after scaling out".to_owned())
+    );
+    r.scaling.truncate(1);
+    r.scaling[0] = drained(None, 3);
+    r.errors = 2;
+    let problems = r.problems();
+    for p in [
+        "the proxy never saw api-2 draining",
+        "api-2 stopped with 3 requests in flight",
+        "2 requests failed after api-2 began to drain",
+    ] {
+        assert!(problems.contains(&p.to_owned()), "{problems:?}");
+    }
 }

@@ -266,41 +266,53 @@ impl BackendHandle {
 }
 
 /// The demo's backends, in start order: HTTP ones (`api-N`), then gRPC ones
-/// (`inventory-N`).
+/// (`inventory-N`), then any a scenario added while the demo ran.
 #[derive(Debug, Default)]
 pub struct Fleet {
-    backends: Vec<Backend>,
+    backends: Mutex<Vec<Backend>>,
 }
 
 impl Fleet {
     /// Starts `http` HTTP backends and `grpc` gRPC backends.
     pub fn start(http: usize, grpc: usize) -> Result<Fleet, crate::DemoError> {
-        let mut fleet = Fleet::default();
+        let fleet = Fleet::default();
         let wanted = (1..=http)
             .map(|i| (format!("api-{i}"), Protocol::Http))
             .chain((1..=grpc).map(|i| (format!("inventory-{i}"), Protocol::Grpc)));
         for (name, protocol) in wanted {
-            let backend = Backend::start(name.clone(), protocol)
-                .map_err(|source| crate::DemoError::Backend { name, source })?;
-            fleet.backends.push(backend);
+            fleet.add(name, protocol)?;
         }
         Ok(fleet)
     }
 
+    /// Starts one more backend (scaling out). Names are unique.
+    pub fn add(&self, name: String, protocol: Protocol) -> Result<BackendHandle, crate::DemoError> {
+        if self.get(&name).is_some() {
+            return Err(crate::DemoError::Scenario(format!(
+                "a backend named {name:?} already exists"
+            )));
+        }
+        let backend = Backend::start(name.clone(), protocol)
+            .map_err(|source| crate::DemoError::Backend { name, source })?;
+        let handle = backend.handle();
+        lock(&self.backends).push(backend);
+        Ok(handle)
+    }
+
     pub fn handles(&self) -> Vec<BackendHandle> {
-        self.backends.iter().map(Backend::handle).collect()
+        lock(&self.backends).iter().map(Backend::handle).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<BackendHandle> {
-        self.backends
+        lock(&self.backends)
             .iter()
             .find(|b| b.name() == name)
             .map(Backend::handle)
     }
 
-    /// Addresses of the backends speaking `protocol`, for the proxy config.
+    /// Addresses of the backends speaking `protocol`.
     pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
-        self.backends
+        lock(&self.backends)
             .iter()
             .filter(|b| b.protocol() == protocol)
             .map(|b| b.addr())
@@ -309,7 +321,11 @@ impl Fleet {
 
     /// Stops every backend and waits until their ports are free.
     pub async fn shutdown(self) {
-        for backend in &self.backends {
+        let backends = self
+            .backends
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        for backend in &backends {
             backend.stop().await;
         }
     }
