@@ -422,9 +422,48 @@ pub struct StaticEndpoint {
     pub weight: u32,
 }
 
+/// `dns = { name | srv, servers, min_ttl, max_ttl, timeout }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DnsDiscovery {
+    #[serde(flatten)]
+    pub lookup: DnsLookup,
+    /// Name servers to ask, `ip:port`. Empty (the default): the system's,
+    /// from `/etc/resolv.conf`.
+    pub servers: Vec<SocketAddr>,
+    /// Default 1s: the fastest re-resolution, whatever the TTL says (a TTL
+    /// of 0 would otherwise become a query loop).
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub min_ttl: Duration,
+    /// Default 60s: the slowest re-resolution, so a long TTL cannot hide a
+    /// change for long.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub max_ttl: Duration,
+    /// Default 2s: per query attempt.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub timeout: Duration,
+}
+
+impl DnsDiscovery {
+    pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// A lookup with the system's name servers and the default bounds.
+    pub fn new(lookup: DnsLookup) -> Self {
+        Self {
+            lookup,
+            servers: Vec::new(),
+            min_ttl: Self::DEFAULT_MIN_TTL,
+            max_ttl: Self::DEFAULT_MAX_TTL,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// What a DNS discovery looks up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DnsDiscovery {
+pub enum DnsLookup {
     /// `name:port`, resolved to A/AAAA records.
     Name(String),
     /// An SRV name; ports and weights come from the records.

@@ -308,7 +308,9 @@ health = { grpc = "" }
     let b = &config.clusters[1];
     assert_eq!(
         b.discovery,
-        Discovery::Dns(DnsDiscovery::Name("b.example.internal:53".into()))
+        Discovery::Dns(DnsDiscovery::new(DnsLookup::Name(
+            "b.example.internal:53".into()
+        )))
     );
     assert_eq!(b.hash, Some(HashOn::SourceIp));
     assert_eq!(
@@ -362,5 +364,31 @@ fn tracing_section_defaults_and_errors() {
             .iter()
             .any(|e| e.path.contains("otlp_endpoint")),
         "{missing}"
+    );
+}
+
+#[test]
+fn dns_discovery_takes_servers_and_ttl_bounds() {
+    let config = parse_ok(
+        "[[clusters]]\nname = \"a\"\ndiscovery = { dns = { srv = \"_http._tcp.api.internal\", servers = [\"127.0.0.1:5353\", \"[::1]:53\"], min_ttl = \"250ms\", max_ttl = \"30s\", timeout = \"1s\" } }\n",
+    );
+    let Discovery::Dns(dns) = &config.clusters[0].discovery else {
+        panic!("not dns: {:?}", config.clusters[0].discovery);
+    };
+    assert_eq!(dns.lookup, DnsLookup::Srv("_http._tcp.api.internal".into()));
+    assert_eq!(
+        dns.servers,
+        vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        (dns.min_ttl, dns.max_ttl, dns.timeout),
+        (
+            Duration::from_millis(250),
+            Duration::from_secs(30),
+            Duration::from_secs(1)
+        )
     );
 }

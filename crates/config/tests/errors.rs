@@ -254,6 +254,18 @@ fn invalid_values_in_ranges_and_choices() {
             "clusters[0].discovery.dns.srv",
         ),
         (
+            "[[clusters]]\nname = \"x\"\ndiscovery = { dns = { name = \"a.example:80\", servers = [] } }\n",
+            "clusters[0].discovery.dns.servers",
+        ),
+        (
+            "[[clusters]]\nname = \"x\"\ndiscovery = { dns = { name = \"a.example:80\", servers = [\"10.0.0.1\"] } }\n",
+            "clusters[0].discovery.dns.servers[0]",
+        ),
+        (
+            "[[clusters]]\nname = \"x\"\ndiscovery = { dns = { name = \"a.example:80\", timeout = \"0s\" } }\n",
+            "clusters[0].discovery.dns.timeout",
+        ),
+        (
             "[[clusters]]\nname = \"x\"\ndiscovery = { etcd = { endpoints = [\"http://e:2379\"], prefix = \"x/\" } }\n",
             "clusters[0].discovery.etcd.prefix",
         ),
@@ -331,6 +343,10 @@ fn conflicts() {
         (
             "[[clusters]]\nname = \"x\"\ndiscovery = { static = [\"127.0.0.1:1\"], dns = { name = \"a:1\" } }\n".to_owned(),
             3, 41, "clusters[0].discovery.dns",
+        ),
+        (
+            "[[clusters]]\nname = \"x\"\ndiscovery = { dns = { name = \"a.example:80\", min_ttl = \"10s\", max_ttl = \"5s\" } }\n".to_owned(),
+            3, 63, "clusters[0].discovery.dns.max_ttl",
         ),
     ];
     for (source, line, column, path) in cases {

@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use switchyard_config::{ClusterConfig, Discovery as DiscoveryConfig, DnsDiscovery};
+use switchyard_config::{ClusterConfig, Discovery as DiscoveryConfig, DnsDiscovery, DnsLookup};
 use switchyard_discovery::{
     Backoff, Discovered, Discovery, DnsOptions, DnsQuery, DnsSource, EtcdSource, RegistrySource,
     SourceError, spawn,
@@ -21,8 +21,6 @@ use tracing::warn;
 /// How the proxy runs its discovery sources.
 #[derive(Clone, Debug)]
 pub struct DiscoveryOptions {
-    /// DNS resolution settings (name servers, TTL bounds).
-    pub dns: DnsOptions,
     /// Retry pacing of a failing source.
     pub backoff: Backoff,
     /// Default 3s: how long `Proxy::bind` waits for every dynamic cluster's
@@ -35,10 +33,19 @@ pub struct DiscoveryOptions {
 impl Default for DiscoveryOptions {
     fn default() -> Self {
         Self {
-            dns: DnsOptions::default(),
             backoff: Backoff::default(),
             initial_wait: Duration::from_secs(3),
         }
+    }
+}
+
+/// The DNS source's settings from the cluster's `dns = { ... }`.
+fn dns_options(dns: &DnsDiscovery) -> DnsOptions {
+    DnsOptions {
+        servers: (!dns.servers.is_empty()).then(|| dns.servers.clone()),
+        min_ttl: dns.min_ttl,
+        max_ttl: dns.max_ttl,
+        timeout: dns.timeout,
     }
 }
 
@@ -83,14 +90,13 @@ pub(crate) fn start(
         DiscoveryConfig::Registry { url, service } => {
             spawn(RegistrySource::new(url, service)?, opts.backoff)
         }
-        DiscoveryConfig::Dns(DnsDiscovery::Name(name)) => spawn(
-            DnsSource::new(DnsQuery::name(name)?, opts.dns.clone())?,
-            opts.backoff,
-        ),
-        DiscoveryConfig::Dns(DnsDiscovery::Srv(name)) => spawn(
-            DnsSource::new(DnsQuery::Srv(name.clone()), opts.dns.clone())?,
-            opts.backoff,
-        ),
+        DiscoveryConfig::Dns(dns) => {
+            let query = match &dns.lookup {
+                DnsLookup::Name(name) => DnsQuery::name(name)?,
+                DnsLookup::Srv(name) => DnsQuery::Srv(name.clone()),
+            };
+            spawn(DnsSource::new(query, dns_options(dns))?, opts.backoff)
+        }
         DiscoveryConfig::Etcd { endpoints, prefix } => {
             spawn(EtcdSource::new(endpoints, prefix)?, opts.backoff)
         }

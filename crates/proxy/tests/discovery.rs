@@ -8,7 +8,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::Bytes;
 use common::TestProxy;
 use http::Method;
-use switchyard_proxy::DiscoveryOptions;
 use switchyard_registry::{RegistryServer, store::embedded::EmbeddedStore};
 use switchyard_test_support::{
     Backend, BackendConfig, DnsRecord, Dnsmasq, Etcd, assert_eventually, client, free_addr,
@@ -261,12 +260,13 @@ async fn dns_srv_weights_are_honoured() {
         1,
     )
     .await;
-    let mut opts = DiscoveryOptions::default();
-    opts.dns.servers = Some(vec![dns.addr()]);
-    let p = TestProxy::start_with(
-        &config("{ dns = { srv = \"_http._tcp.api.test\" } }", "round-robin"),
-        opts,
-    )
+    let p = TestProxy::start(&config(
+        &format!(
+            "{{ dns = {{ srv = \"_http._tcp.api.test\", servers = [\"{}\"], min_ttl = \"500ms\", max_ttl = \"5s\" }} }}",
+            dns.addr()
+        ),
+        "round-robin",
+    ))
     .await;
     let snap = p.cluster("api").snapshot();
     let mut weights: Vec<(u16, u32)> = snap

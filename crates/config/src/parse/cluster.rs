@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 use crate::model::{
-    BalanceStrategy, ClusterConfig, Discovery, DnsDiscovery, HashOn, HealthCheck, HealthCheckKind,
-    Limits, OutlierPolicy, RetryBudget, StaticEndpoint, UpstreamProtocol,
+    BalanceStrategy, ClusterConfig, Discovery, DnsDiscovery, DnsLookup, HashOn, HealthCheck,
+    HealthCheckKind, Limits, OutlierPolicy, RetryBudget, StaticEndpoint, UpstreamProtocol,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Refs, Site, unique_names};
@@ -28,7 +28,8 @@ const CLUSTER_KEYS: &[&str] = &[
 const DISCOVERY_KEYS: &[&str] = &["static", "registry", "dns", "etcd"];
 const ENDPOINT_KEYS: &[&str] = &["address", "weight"];
 const REGISTRY_KEYS: &[&str] = &["url", "service"];
-const DNS_KEYS: &[&str] = &["name", "srv"];
+const DNS_KEYS: &[&str] = &["name", "srv", "servers", "min_ttl", "max_ttl", "timeout"];
+const DNS_LOOKUP_KEYS: &[&str] = &["name", "srv"];
 const ETCD_KEYS: &[&str] = &["endpoints", "prefix"];
 const HASH_KEYS: &[&str] = &["header"];
 const BUDGET_KEYS: &[&str] = &["ratio", "min_per_second", "ttl"];
@@ -182,11 +183,7 @@ fn discovery(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> Option<Discovery> {
         }
         "dns" => {
             let d = f.table(ctx, DNS_KEYS)?;
-            match one_of(ctx, &d, DNS_KEYS, "name")? {
-                ("name", f) => dns_name(&f, ctx).map(DnsDiscovery::Name),
-                (_, f) => srv_name(&f, ctx).map(DnsDiscovery::Srv),
-            }
-            .map(Discovery::Dns)
+            dns(ctx, &d).map(Discovery::Dns)
         }
         _ => {
             let e = f.table(ctx, ETCD_KEYS)?;
@@ -210,6 +207,48 @@ fn discovery(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> Option<Discovery> {
             })
         }
     }
+}
+
+/// `{ name | srv, servers, min_ttl, max_ttl, timeout }`.
+fn dns(ctx: &mut Ctx<'_>, d: &Table<'_, '_>) -> Option<DnsDiscovery> {
+    let lookup = match one_of(ctx, d, DNS_LOOKUP_KEYS, "name")? {
+        ("name", f) => dns_name(&f, ctx).map(DnsLookup::Name),
+        (_, f) => srv_name(&f, ctx).map(DnsLookup::Srv),
+    };
+    let servers = d.opt(ctx, "servers", |f, ctx| {
+        if f.array(ctx)?.is_empty() {
+            // An empty list would read as "the system's", which a user who
+            // wrote the key did not mean.
+            return f.invalid(
+                ctx,
+                "at least one name server \"ip:port\" (or leave `servers` out for the system's)",
+            );
+        }
+        f.array_of(ctx, Field::socket_addr)
+    });
+    let min_ttl = d.opt(ctx, "min_ttl", Field::positive_duration);
+    let max_ttl = d.opt(ctx, "max_ttl", Field::positive_duration);
+    let timeout = d.opt(ctx, "timeout", Field::positive_duration);
+    let mut dns = DnsDiscovery::new(lookup?);
+    dns.servers = servers.unwrap_or_default();
+    dns.min_ttl = min_ttl.unwrap_or(DnsDiscovery::DEFAULT_MIN_TTL);
+    dns.max_ttl = max_ttl.unwrap_or(DnsDiscovery::DEFAULT_MAX_TTL);
+    dns.timeout = timeout.unwrap_or(DnsDiscovery::DEFAULT_TIMEOUT);
+    if dns.min_ttl > dns.max_ttl {
+        let site = d.get("max_ttl").or_else(|| d.get("min_ttl"));
+        if let Some(f) = site {
+            f.conflict(
+                ctx,
+                format!(
+                    "min_ttl ({}) is above max_ttl ({})",
+                    crate::format_duration(dns.min_ttl),
+                    crate::format_duration(dns.max_ttl)
+                ),
+            );
+        }
+        return None;
+    }
+    Some(dns)
 }
 
 /// `["ip:port", { address = "ip:port", weight = 2 }]`, non-empty, no address
