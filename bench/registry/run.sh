@@ -29,3 +29,6 @@ samples="${SAMPLES:-500}"
     --instances 10000 --services 100 --watchers 1000 --updates 500
 "$target/switchyard-bench-registry" scale --bin "$target/switchyard" \
     --instances 10000 --services 1 --watchers 1000 --updates 10 --interval-ms 3000
+# The same with delta answers, as the proxy's registry source asks for them.
+"$target/switchyard-bench-registry" scale --bin "$target/switchyard" \
+    --instances 10000 --services 1 --watchers 1000 --updates 20 --interval-ms 500 --delta

@@ -7,11 +7,13 @@
 //!   proxy (registry discovery, blocking queries) until the answer comes
 //!   from the new backend. Registry, proxy and backends run in this process.
 //! - `scale --bin PATH [--instances N] [--services S] [--watchers W]
-//!   [--updates U] [--interval-ms I]`: the real `switchyard registry` process (embedded store)
+//!   [--updates U] [--interval-ms I] [--delta]`: the real `switchyard registry` process (embedded store)
 //!   holding N instances over S services, W watchers in blocking queries
 //!   spread evenly over the services, then U updates; reports the
 //!   registry's resident memory and CPU time per update (from /proc), and
-//!   how long watchers took to see an update.
+//!   how long watchers took to see an update. `--delta` makes the watchers
+//!   ask for delta answers (`delta=true`), as the proxy's registry source
+//!   does; without it every answer is the whole list.
 //!
 //! Both print one summary line per figure; BENCHMARKS.md records them.
 
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             arg(&args, "--watchers", "1000").parse()?,
             arg(&args, "--updates", "500").parse()?,
             Duration::from_millis(arg(&args, "--interval-ms", "20").parse()?),
+            args.iter().any(|a| a == "--delta"),
         )),
         _ => bail!(
             "usage: switchyard-bench-registry propagation|scale [options] (see the source header)"
@@ -212,6 +215,7 @@ async fn scale(
     watchers: usize,
     updates: usize,
     interval: Duration,
+    delta: bool,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let addr: SocketAddr = free_addr();
@@ -297,7 +301,8 @@ async fn scale(
                 let q = if index == 0 {
                     path.clone()
                 } else {
-                    format!("{path}?index={index}&wait=60s")
+                    let delta = if delta { "&delta=true" } else { "" };
+                    format!("{path}?index={index}&wait=60s{delta}")
                 };
                 let Ok(r) = http
                     .send(Method::GET, &q, None, Duration::from_secs(90))
@@ -355,7 +360,12 @@ async fn scale(
     let cpu_per_update_ms = (cpu3 - cpu2) as f64 / ticks_per_second() * 1000.0 / updates as f64;
     let per_service = watchers / services.max(1);
     println!(
-        "scale: {instances} instances in {services} services, {watchers} watchers ({per_service} per service), {updates} updates every {interval:?}"
+        "scale: {instances} instances in {services} services, {watchers} watchers ({per_service} per service, {}), {updates} updates every {interval:?}",
+        if delta {
+            "delta answers"
+        } else {
+            "whole lists"
+        }
     );
     println!(
         "  registration: {:.0}/s ({instances} in {reg_secs:.1}s, 64 concurrent clients, fsync per commit group)",

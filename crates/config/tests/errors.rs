@@ -346,7 +346,7 @@ fn conflicts() {
         ),
         (
             "[[clusters]]\nname = \"x\"\ndiscovery = { dns = { name = \"a.example:80\", min_ttl = \"10s\", max_ttl = \"5s\" } }\n".to_owned(),
-            3, 63, "clusters[0].discovery.dns.max_ttl",
+            3, 46, "clusters[0].discovery.dns.min_ttl",
         ),
     ];
     for (source, line, column, path) in cases {

@@ -62,6 +62,32 @@ pub struct ServiceInstances {
     pub instances: Vec<Instance>,
 }
 
+/// `GET /v1/services/{service}?index=N&delta=true`, when the registry still
+/// holds its answer at N: only what changed since. A 10,000-instance service
+/// whose one instance changed answers one instance, not 10,000.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChanges {
+    pub service: String,
+    /// As in [`ServiceInstances`]: pass it back to wait for the next change.
+    pub index: u64,
+    /// The index these changes apply to: the `index` the query passed.
+    pub since: u64,
+    /// Instances added or changed since then, whole.
+    pub changed: Vec<Instance>,
+    /// Ids of the instances gone since then.
+    pub removed: Vec<String>,
+}
+
+/// Either answer of `GET /v1/services/{service}`, as a client reads it: a
+/// query asking for a delta gets the whole list when the registry no longer
+/// has (or never had) the answer it would apply to.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceAnswer {
+    Full(ServiceInstances),
+    Changes(ServiceChanges),
+}
+
 /// `GET /v1/services`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceList {

@@ -518,6 +518,105 @@ async fn blocking_query_waits_for_a_change_of_its_service_only() {
 }
 
 #[tokio::test]
+async fn delta_answers_carry_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = TestRegistry::embedded(dir.path(), any_port()).await;
+    for i in 1..=50 {
+        register(
+            r.addr,
+            "api",
+            &format!("a{i}"),
+            &format!("127.0.0.1:{}", 9000 + i),
+            None,
+        )
+        .await;
+    }
+    let a = call(r.addr, Method::GET, "/v1/services/api", None).await;
+    let index = a.json["index"].as_u64().unwrap();
+    assert_eq!(a.json["instances"].as_array().unwrap().len(), 50);
+
+    let watch = |since: u64| {
+        let addr = r.addr;
+        tokio::spawn(async move {
+            call(
+                addr,
+                Method::GET,
+                &format!("/v1/services/api?index={since}&wait=30s&delta=true"),
+                None,
+            )
+            .await
+        })
+    };
+    // One instance changes, one goes, one comes: three entries, not 50.
+    let w = watch(index);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call(
+        r.addr,
+        Method::PUT,
+        "/v1/services/api/instances/a7",
+        Some(r#"{"address":"127.0.0.1:9007","weight":9}"#),
+    )
+    .await;
+    let a = tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json["since"].as_u64(), Some(index));
+    let first = a.json["index"].as_u64().unwrap();
+    assert!(first > index);
+    assert_eq!(a.json["changed"].as_array().unwrap().len(), 1, "{}", a.json);
+    assert_eq!(a.json["changed"][0]["id"], "a7");
+    assert_eq!(a.json["changed"][0]["weight"], 9);
+    assert_eq!(a.json["removed"].as_array().unwrap().len(), 0);
+    assert!(a.json.get("instances").is_none());
+
+    let w = watch(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        call(
+            r.addr,
+            Method::DELETE,
+            "/v1/services/api/instances/a3",
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    let a = tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.json["since"].as_u64(), Some(first));
+    assert_eq!(a.json["removed"], serde_json::json!(["a3"]));
+    assert_eq!(a.json["changed"].as_array().unwrap().len(), 0);
+    assert!(a.json["index"].as_u64().unwrap() > first);
+
+    // An index no answer was given at (the first registration's): the
+    // registry cannot know that list, so it answers the whole one.
+    let a = call(
+        r.addr,
+        Method::GET,
+        "/v1/services/api?index=1&wait=100ms&delta=true",
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert!(a.json.get("since").is_none(), "{}", a.json);
+    assert_eq!(a.json["instances"].as_array().unwrap().len(), 49);
+    // A bad value is refused like any other bad query.
+    let a = call(
+        r.addr,
+        Method::GET,
+        "/v1/services/api?index=1&delta=maybe",
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 400);
+}
+
+#[tokio::test]
 async fn shutdown_answers_blocking_queries_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let r = TestRegistry::embedded(dir.path(), any_port()).await;

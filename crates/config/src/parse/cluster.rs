@@ -234,21 +234,37 @@ fn dns(ctx: &mut Ctx<'_>, d: &Table<'_, '_>) -> Option<DnsDiscovery> {
     dns.min_ttl = min_ttl.unwrap_or(DnsDiscovery::DEFAULT_MIN_TTL);
     dns.max_ttl = max_ttl.unwrap_or(DnsDiscovery::DEFAULT_MAX_TTL);
     dns.timeout = timeout.unwrap_or(DnsDiscovery::DEFAULT_TIMEOUT);
-    if dns.min_ttl > dns.max_ttl {
-        let site = d.get("max_ttl").or_else(|| d.get("min_ttl"));
-        if let Some(f) = site {
-            f.conflict(
-                ctx,
-                format!(
-                    "min_ttl ({}) is above max_ttl ({})",
-                    crate::format_duration(dns.min_ttl),
-                    crate::format_duration(dns.max_ttl)
-                ),
-            );
-        }
+    if !not_above(ctx, d, ("min_ttl", dns.min_ttl), ("max_ttl", dns.max_ttl)) {
         return None;
     }
     Some(dns)
+}
+
+/// Whether the duration under key `low` is at most the one under `high`;
+/// when not, reports the conflict at whichever of the two was written (the
+/// lower first). Either may be a default.
+fn not_above(
+    ctx: &mut Ctx<'_>,
+    t: &Table<'_, '_>,
+    low: (&str, Duration),
+    high: (&str, Duration),
+) -> bool {
+    if low.1 <= high.1 {
+        return true;
+    }
+    if let Some(f) = t.get(low.0).or_else(|| t.get(high.0)) {
+        f.conflict(
+            ctx,
+            format!(
+                "{} ({}) exceeds {} ({})",
+                low.0,
+                crate::format_duration(low.1),
+                high.0,
+                crate::format_duration(high.1)
+            ),
+        );
+    }
+    false
 }
 
 /// `["ip:port", { address = "ip:port", weight = 2 }]`, non-empty, no address
@@ -428,18 +444,12 @@ fn outlier_policy(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> OutlierPolicy {
             .opt(ctx, "max_ejection_percent", |f, c| f.u32_in(c, 0, 100))
             .unwrap_or(d.max_ejection_percent),
     };
-    if policy.base_ejection > policy.max_ejection {
-        if let Some(f) = t.get("base_ejection").or_else(|| t.get("max_ejection")) {
-            f.conflict(
-                ctx,
-                format!(
-                    "base_ejection ({}) exceeds max_ejection ({})",
-                    crate::format_duration(policy.base_ejection),
-                    crate::format_duration(policy.max_ejection)
-                ),
-            );
-        }
-    }
+    not_above(
+        ctx,
+        t,
+        ("base_ejection", policy.base_ejection),
+        ("max_ejection", policy.max_ejection),
+    );
     policy
 }
 

@@ -9,8 +9,13 @@
 //! noticed at once and nothing that changed meanwhile is missed; watching
 //! then resumes from that index. An index that went backwards means the
 //! registry's store was replaced; the answer is taken as is.
+//!
+//! Blocking queries ask for deltas (`delta=true`): the registry answers only
+//! the instances that changed since the index passed, or the whole list when
+//! it no longer has the one the changes would apply to. The source keeps the
+//! list it was last told and applies the changes to it.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use http::Method;
 use tracing::debug;
@@ -18,7 +23,7 @@ use tracing::debug;
 use crate::{
     Discovered, Source, SourceError,
     http::HttpClient,
-    wire::{ErrorBody, ServiceInstances},
+    wire::{ErrorBody, Instance, ServiceAnswer},
 };
 
 /// Watches one service of a registry.
@@ -31,6 +36,11 @@ pub struct RegistrySource {
     /// The last query failed: the next one asks without blocking, so that a
     /// registry that came back is noticed (and the set refreshed) at once.
     resync: bool,
+    /// The instances as of `index`, by id: what deltas apply to.
+    instances: BTreeMap<String, Instance>,
+    /// Ask for deltas; off after a registry refused the parameter (one that
+    /// predates it).
+    delta: bool,
 }
 
 /// Default wait of a blocking query: long enough that an idle watch costs
@@ -51,6 +61,8 @@ impl RegistrySource {
             index: 0,
             wait: DEFAULT_WAIT,
             resync: true,
+            instances: BTreeMap::new(),
+            delta: true,
         })
     }
 
@@ -88,12 +100,14 @@ impl RegistrySource {
             format!("/v1/services/{}", self.service)
         } else {
             format!(
-                "/v1/services/{}?index={}&wait={}ms",
+                "/v1/services/{}?index={}&wait={}ms{}",
                 self.service,
                 self.index,
-                self.wait.as_millis()
+                self.wait.as_millis(),
+                if self.delta { "&delta=true" } else { "" }
             )
         };
+        let asked_delta = path.contains("delta=true");
         let resp = self
             .client
             .send(Method::GET, &path, None, self.wait + ANSWER_GRACE)
@@ -102,19 +116,58 @@ impl RegistrySource {
             let message = serde_json::from_slice::<ErrorBody>(&resp.body)
                 .map(|b| b.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&resp.body).into_owned());
+            if asked_delta && resp.status == http::StatusCode::BAD_REQUEST {
+                // A registry that predates deltas refuses the parameter.
+                debug!(service = %self.service, %message, "registry refused delta=true; asking for whole lists");
+                self.delta = false;
+            }
             return Err(SourceError::Registry {
                 status: resp.status.as_u16(),
                 message,
             });
         }
-        let answer: ServiceInstances =
+        let answer: ServiceAnswer =
             serde_json::from_slice(&resp.body).map_err(SourceError::Decode)?;
-        if answer.index < self.index {
-            debug!(service = %self.service, old = self.index, new = answer.index, "registry index went backwards; resynchronised");
-        }
+        let index = match answer {
+            ServiceAnswer::Full(full) => {
+                if full.index < self.index {
+                    debug!(service = %self.service, old = self.index, new = full.index, "registry index went backwards; resynchronised");
+                }
+                self.instances = full
+                    .instances
+                    .into_iter()
+                    .map(|i| (i.id.clone(), i))
+                    .collect();
+                full.index
+            }
+            ServiceAnswer::Changes(changes) => {
+                if changes.since != self.index {
+                    // Changes to a list this source does not hold: start
+                    // over with a whole one.
+                    return Err(SourceError::Registry {
+                        status: resp.status.as_u16(),
+                        message: format!(
+                            "changes since index {} answered to a query at {}",
+                            changes.since, self.index
+                        ),
+                    });
+                }
+                for id in &changes.removed {
+                    self.instances.remove(id);
+                }
+                for i in changes.changed {
+                    self.instances.insert(i.id.clone(), i);
+                }
+                changes.index
+            }
+        };
         // Index 0 asks for no blocking; never send it back, or an idle
         // registry would be polled in a loop.
-        self.index = answer.index.max(1);
-        Ok(answer.instances.iter().map(|i| i.to_discovered()).collect())
+        self.index = index.max(1);
+        Ok(self
+            .instances
+            .values()
+            .map(Instance::to_discovered)
+            .collect())
     }
 }

@@ -34,6 +34,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response> {
 pub(crate) struct WatchQuery {
     index: Option<u64>,
     wait: Option<String>,
+    /// Answer only what changed since `index`, when possible.
+    delta: Option<bool>,
 }
 
 pub(crate) async fn get_service(
@@ -82,7 +84,13 @@ pub(crate) async fn get_service(
             }
         }
     };
-    let body = state.bodies.render(&service, &st);
+    let delta = match q.index {
+        Some(since) if since > 0 && q.delta == Some(true) => {
+            state.bodies.render_delta(&service, since, &st)
+        }
+        _ => None,
+    };
+    let body = delta.unwrap_or_else(|| state.bodies.render(&service, &st));
     Ok(with_index(
         st.index,
         (
