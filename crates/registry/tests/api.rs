@@ -642,3 +642,38 @@ async fn shutdown_answers_blocking_queries_at_once() {
     assert!(stopped.is_ok(), "shutdown waited for the blocking query");
     assert_eq!(watch.await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn watchers_share_one_instance_list_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = TestRegistry::embedded(dir.path(), any_port()).await;
+    register(r.addr, "api", "a1", "127.0.0.1:9001", None).await;
+    let store = r.store.clone();
+    let a = store.service("api").await.unwrap();
+    let b = store.service("api").await.unwrap();
+    // Read twice without a change: one list, not two copies.
+    assert!(Arc::ptr_eq(&a.instances, &b.instances));
+    // Every kind of change gives a new list with the change in it.
+    register(r.addr, "api", "a2", "127.0.0.1:9002", None).await;
+    let c = store.service("api").await.unwrap();
+    assert!(!Arc::ptr_eq(&a.instances, &c.instances));
+    assert_eq!(c.instances.len(), 2);
+    call(
+        r.addr,
+        Method::PUT,
+        "/v1/services/api/instances/a2/drain",
+        None,
+    )
+    .await;
+    let d = store.service("api").await.unwrap();
+    assert!(d.instances.iter().any(|i| i.id == "a2" && i.draining));
+    call(
+        r.addr,
+        Method::DELETE,
+        "/v1/services/api/instances/a1",
+        None,
+    )
+    .await;
+    let e = store.service("api").await.unwrap();
+    assert_eq!(e.instances.len(), 1);
+}

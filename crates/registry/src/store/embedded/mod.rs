@@ -163,21 +163,24 @@ impl Inner {
         Ok(())
     }
 
+    /// The service's instances, shared: built once after each change, so a
+    /// thousand watchers woken by it read one list instead of copying it.
     fn state_of(&self, service: &str) -> ServiceState {
-        let st = self.lock();
-        ServiceState {
-            index: st.index,
-            instances: st
-                .services
-                .get(service)
-                .map(|s| {
+        let mut st = self.lock();
+        let index = st.index;
+        let instances = match st.services.get_mut(service) {
+            Some(s) => s
+                .snapshot
+                .get_or_insert_with(|| {
                     s.instances
                         .values()
                         .map(|e| e.record.instance.clone())
                         .collect()
                 })
-                .unwrap_or_default(),
-        }
+                .clone(),
+            None => Arc::default(),
+        };
+        ServiceState { index, instances }
     }
 
     async fn register(&self, service: &str, record: Record) -> Result<Registered, StoreError> {
