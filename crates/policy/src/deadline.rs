@@ -100,10 +100,15 @@ pub fn parse_timeout_ms(v: &[u8]) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
-/// Formats `x-switchyard-timeout-ms`, rounding down so the upstream never
-/// believes it has more time than the caller gave.
+/// The value of `x-switchyard-timeout-ms`: whole milliseconds, rounded down
+/// so the upstream never believes it has more time than the caller gave.
+pub fn timeout_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// [`timeout_ms`] as text.
 pub fn format_timeout_ms(d: Duration) -> String {
-    d.as_millis().to_string()
+    timeout_ms(d).to_string()
 }
 
 #[cfg(test)]

@@ -310,15 +310,6 @@ impl Fleet {
             .map(Backend::handle)
     }
 
-    /// Addresses of the backends speaking `protocol`.
-    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
-        lock(&self.backends)
-            .iter()
-            .filter(|b| b.protocol() == protocol)
-            .map(|b| b.addr())
-            .collect()
-    }
-
     /// Stops every backend and waits until their ports are free.
     pub async fn shutdown(self) {
         let backends = self

@@ -96,18 +96,19 @@ impl Source for RegistrySource {
 
 impl RegistrySource {
     async fn query(&mut self) -> Result<Vec<Discovered>, SourceError> {
-        let path = if self.resync || self.index == 0 {
-            format!("/v1/services/{}", self.service)
-        } else {
+        let blocking = !self.resync && self.index != 0;
+        let asked_delta = blocking && self.delta;
+        let path = if blocking {
             format!(
                 "/v1/services/{}?index={}&wait={}ms{}",
                 self.service,
                 self.index,
                 self.wait.as_millis(),
-                if self.delta { "&delta=true" } else { "" }
+                if asked_delta { "&delta=true" } else { "" }
             )
+        } else {
+            format!("/v1/services/{}", self.service)
         };
-        let asked_delta = path.contains("delta=true");
         let resp = self
             .client
             .send(Method::GET, &path, None, self.wait + ANSWER_GRACE)

@@ -249,7 +249,7 @@ impl Attempts<'_> {
         // Plain integers and grpc-timeout strings are valid header values.
         headers.insert(
             TIMEOUT_HEADER.clone(),
-            HeaderValue::from(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
+            HeaderValue::from(deadline::timeout_ms(budget)),
         );
         if self.grpc {
             if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(budget)) {
