@@ -75,9 +75,15 @@ protocol = "http2"
 # `grpc.health.v1` on the whole server ("").
 health = {{ grpc = "", interval = "500ms", timeout = "250ms", healthy = 2, unhealthy = 2 }}
 "#,
-        resilience = CLUSTER_RESILIENCE.trim(),
+        resilience = CLUSTER_RESILIENCE
+            .trim()
+            .replace("{consecutive_failures}", &CONSECUTIVE_FAILURES.to_string()),
     )
 }
+
+/// Failures in a row that eject an endpoint; the only ejection rule of the
+/// demo's clusters, so the demo's own ejection lines can name it.
+pub(crate) const CONSECUTIVE_FAILURES: u32 = 3;
 
 /// Settings both clusters share.
 const CLUSTER_RESILIENCE: &str = r#"
@@ -90,7 +96,7 @@ retry_budget = { ratio = 0.2, min_per_second = 10, ttl = "10s" }
 # within milliseconds under load. Ejections last 2 s, doubling up to 4 s, so a
 # backend that has recovered is probed again before the run ends. 50% is the
 # default cap: with the chaos script's one fault at a time it never binds.
-outlier = { consecutive_failures = 3, base_ejection = "2s", max_ejection = "4s", max_ejection_percent = 50 }
+outlier = { consecutive_failures = {consecutive_failures}, base_ejection = "2s", max_ejection = "4s", max_ejection_percent = 50 }
 # Health checks run every 500 ms and need 2 results in a row to change their
 # mind: a killed backend is marked down within ~1 s, before its first ejection
 # (2 s) ends, so no probe is wasted on it; a restarted one is back within ~1 s.

@@ -3,6 +3,8 @@
 //! run through a chaos script, with live figures and a final report.
 //!
 //! Everything listens on loopback ephemeral ports; nothing leaves the host.
+//! (`switchyard demo --backends-only`, [`backends_only`], is the exception:
+//! it runs HTTP backends on the fixed ports `examples/proxy.toml` routes to.)
 //! The proxy is configured from TOML text parsed by `switchyard_config`, the
 //! same path a user's file takes, so the demo exercises what users run.
 //!
@@ -26,14 +28,20 @@
 //!   histograms, per-second windows.
 //! - [`resilience`]: the proxy's decisions and endpoint states, read from
 //!   its clusters' snapshots.
+//! - [`events`]: endpoint ejections, restorations and health changes as
+//!   they happen, named by instance, for the live display and the summary.
+//! - [`backends_only`]: `switchyard demo --backends-only`, the backends of
+//!   `examples/proxy.toml` without the rest of the demo.
 //! - [`report`]: [`DemoReport`], its verdict and its rendering as the final
 //!   summary.
 //! - `proto/switchyard/demo/v1/inventory.proto`: the gRPC service, compiled
 //!   by `build.rs` without a system `protoc`.
 
 pub mod backend;
+pub mod backends_only;
 pub mod chaos;
 mod config;
+pub mod events;
 mod load;
 mod registry;
 pub mod report;
@@ -48,6 +56,7 @@ use std::time::Duration;
 use switchyard_proxy::{Proxy, StartError};
 
 pub use backend::{BackendHandle, Fleet, Protocol};
+pub use events::{EndpointChange, ProxyEvent};
 pub use report::{BackendReport, DemoReport, Scaling};
 pub use resilience::{ClusterResilience, Decisions, EndpointResilience};
 pub use scenario::{Action, Scenario};
@@ -121,9 +130,11 @@ impl Default for DemoOptions {
 pub enum DemoError {
     #[error("invalid demo options: {0}")]
     Options(String),
-    #[error("cannot start backend {name}: {source}")]
+    #[error("cannot start backend {name} on {addr}: {source}")]
     Backend {
         name: String,
+        /// Port 0: an ephemeral port.
+        addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("cannot find a free loopback port: {0}")]
@@ -218,6 +229,7 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         opts.rate,
         opts.live,
     );
+    let clock = stage.clock();
     let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
     // The proxy serves in this task, joined with the scenario, so that it is
     // always shut down and drained whatever the scenario's outcome.
@@ -226,23 +238,31 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         let _ = proxy_stopped.await;
     });
     let play = async {
-        let played = scenario::play(scenario, &mut stage).await;
+        let (stop_following, following) = tokio::sync::watch::channel(false);
+        let follow = events::follow(
+            view.clone(),
+            |addr| name_at(&fleet, addr),
+            clock,
+            config::CONSECUTIVE_FAILURES,
+            opts.live,
+            following,
+        );
+        let scenario_run = async {
+            let played = scenario::play(scenario, &mut stage).await;
+            stop_following.send_replace(true);
+            played
+        };
+        let (played, events) = tokio::join!(scenario_run, follow);
         // Taken before shutdown, which stops health checks: the decisions
         // and endpoint states as the load saw them.
-        let resilience = view.snapshot(|addr| {
-            fleet
-                .handles()
-                .into_iter()
-                .find(|h| h.addr() == addr)
-                .map(|h| h.name().to_owned())
-        });
+        let resilience = view.snapshot(|addr| name_at(&fleet, addr));
         let _ = stop_proxy.send(());
-        played.map(|timeline| (timeline, resilience))
+        played.map(|timeline| (timeline, events, resilience))
     };
     let (drained, played) = tokio::join!(serve, play);
     let load_duration = stage.load_duration;
     let scaling = std::mem::take(&mut stage.scaling);
-    let (timeline, resilience) = match played {
+    let (timeline, events, resilience) = match played {
         Ok(played) => played,
         Err(err) => {
             fleet.shutdown().await;
@@ -271,12 +291,22 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         backends,
         seconds: recorder.seconds(),
         timeline,
+        events,
         resilience,
         registry: registry_addr,
         scaling,
         error_samples: recorder.error_samples(),
         drained,
     })
+}
+
+/// The name of the demo backend at `addr`, if one is there.
+fn name_at(fleet: &Fleet, addr: SocketAddr) -> Option<String> {
+    fleet
+        .handles()
+        .into_iter()
+        .find(|h| h.addr() == addr)
+        .map(|h| h.name().to_owned())
 }
 
 /// Prints a live line. Unlike `println!`, a closed stdout (`switchyard demo

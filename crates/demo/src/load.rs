@@ -168,7 +168,11 @@ impl Clients {
                 };
                 match self.grpc.clone().get_item(request).await {
                     Ok(_) => Ok(()),
-                    Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+                    Err(status) => Err(format!(
+                        "status {}: {}",
+                        grpc_code_name(status.code()),
+                        status.message()
+                    )),
                 }
             }
         }
@@ -267,7 +271,9 @@ async fn generate(
                         let outcome =
                             match tokio::time::timeout(timeout, clients.send(kind, seq)).await {
                                 Ok(outcome) => outcome,
-                                Err(_) => Err(format!("no answer within {timeout:?}")),
+                                Err(_) => {
+                                    Err(format!("no answer within {:.1}s", timeout.as_secs_f64()))
+                                }
                             };
                         recorder.record(kind, begin.elapsed(), outcome);
                         drop(permit);
@@ -330,6 +336,32 @@ async fn ticker(
     let now = Instant::now();
     if now - last >= Duration::from_millis(300) {
         report(recorder.tick(now - clock, now - last, decisions()));
+    }
+}
+
+/// A gRPC status code as the gRPC specification spells it (`UNAVAILABLE`),
+/// the name the scenario's lines and gRPC tooling use, rather than tonic's
+/// Rust variant name.
+fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -6,9 +6,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::backend::Protocol;
+use crate::events::ProxyEvent;
 use crate::resilience::{self, ClusterResilience};
 use crate::stats::ms;
 pub use crate::stats::{KindCounts, Latency, RequestKind, Second};
+
+/// Printed under the backend table: what its columns count.
+const BACKEND_LEGEND: &str = "  served: answered by the backend (its own count); failed: errors it answered on purpose\n  \
+     (the scenario's error rate), which the proxy retried; proxied: attempts the proxy sent it,\n  \
+     retries and hedges included; share: its part of its cluster's served requests; restarted:\n  \
+     served since its last restart; -: does not apply (never restarted, or no longer in the proxy)";
 
 /// What one backend did during the demo.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +114,9 @@ pub struct DemoReport {
     pub backends: Vec<BackendReport>,
     pub seconds: Vec<Second>,
     pub timeline: Vec<Applied>,
+    /// Endpoint ejections, restorations and health changes in the proxy, as
+    /// the demo saw them while load ran.
+    pub events: Vec<ProxyEvent>,
     /// The proxy's decisions and endpoint states per cluster at the end.
     pub resilience: Vec<ClusterResilience>,
     /// The embedded registry the backends registered in.
@@ -309,8 +319,6 @@ impl DemoReport {
             );
         }
 
-        // `failed`: errors the backend answered on purpose, which the proxy
-        // retried; `restarted`: served since the last restart.
         let _ = writeln!(
             out,
             "\n  {:<14} {:<8} {:<21} {:>8} {:>7} {:>8} {:>7} {:>10}",
@@ -331,15 +339,11 @@ impl DemoReport {
                 or_dash(b.served_since_restart)
             );
         }
+        let _ = writeln!(out, "{BACKEND_LEGEND}");
 
         self.render_scaling(&mut out);
 
-        if !self.timeline.is_empty() {
-            let _ = writeln!(out, "\n  timeline");
-            for e in &self.timeline {
-                let _ = writeln!(out, "  t={:>5.1}s  {}", e.at.as_secs_f64(), e.what);
-            }
-        }
+        self.render_timeline(&mut out);
         resilience::render(&mut out, &self.resilience);
         if !self.error_samples.is_empty() {
             let _ = writeln!(out, "\n  sample errors");
@@ -363,6 +367,26 @@ impl DemoReport {
         }
         let _ = writeln!(out, "\n{}", self.verdict());
         out
+    }
+
+    /// The scenario's events and the proxy's endpoint changes, in time
+    /// order (the scenario's first when simultaneous).
+    fn render_timeline(&self, out: &mut String) {
+        if self.timeline.is_empty() && self.events.is_empty() {
+            return;
+        }
+        let mut lines: Vec<(Duration, String)> = self
+            .timeline
+            .iter()
+            .map(|e| (e.at, e.what.clone()))
+            .chain(self.events.iter().map(|e| (e.at, e.describe())))
+            .collect();
+        // Stable: ties keep the scenario's events first.
+        lines.sort_by_key(|(at, _)| *at);
+        let _ = writeln!(out, "\n  timeline");
+        for (at, what) in lines {
+            let _ = writeln!(out, "  t={:>5.1}s  {what}", at.as_secs_f64());
+        }
     }
 
     /// The "discovery" section: the registry, and what each scaling step

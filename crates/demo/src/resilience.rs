@@ -141,6 +141,18 @@ impl ProxyView {
         })
     }
 
+    /// Every endpoint now, with its cluster's name.
+    pub(crate) fn endpoints(&self) -> Vec<(String, EndpointSnapshot)> {
+        self.clusters
+            .iter()
+            .flat_map(|c| {
+                let s = c.snapshot();
+                let name = s.name;
+                s.endpoints.into_iter().map(move |e| (name.clone(), e))
+            })
+            .collect()
+    }
+
     /// Every cluster now; `name_of` names the backend at an address.
     pub(crate) fn snapshot(
         &self,

@@ -174,6 +174,13 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// Scenario time zero: when the stage was set up, just before
+    /// [`play`]. The timeline, the live lines and the proxy's endpoint
+    /// changes all count from it.
+    pub(crate) fn clock(&self) -> Instant {
+        self.clock
+    }
+
     /// Applies one action and describes what it did.
     async fn apply(&mut self, action: &Action) -> Result<String, DemoError> {
         match action {
@@ -217,6 +224,7 @@ impl<'a> Stage<'a> {
                 let backend = self.backend(name)?;
                 backend.start().await.map_err(|source| DemoError::Backend {
                     name: name.clone(),
+                    addr: backend.addr(),
                     source,
                 })?;
                 self.registry.register(&backend).await?;
@@ -341,13 +349,13 @@ async fn poll_until(mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Plays `scenario` on `stage` and returns what happened. Load still running
-/// after the last event is stopped, so the demo always ends.
+/// Plays `scenario` on `stage` and returns what happened; event times count
+/// from the stage's clock. Load still running after the last event is
+/// stopped, so the demo always ends.
 pub(crate) async fn play(
     scenario: &Scenario,
     stage: &mut Stage<'_>,
 ) -> Result<Vec<Applied>, DemoError> {
-    stage.clock = Instant::now();
     stage.end = scenario.end();
     let mut applied = Vec::with_capacity(scenario.events().len());
     for event in scenario.events() {

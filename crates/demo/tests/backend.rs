@@ -186,3 +186,89 @@ async fn grpc_backend_serves_health_and_injected_unavailable() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert_eq!((backend.served(), backend.failed()), (0, 1));
 }
+
+/// `switchyard demo --backends-only` serves exactly the endpoints the
+/// documented example routes to, so the example works out of the box.
+#[test]
+fn backends_only_serves_the_example_s_endpoints() {
+    use switchyard_config::Discovery;
+    use switchyard_demo::backends_only::{EXAMPLE_BACKENDS, EXAMPLE_PROXY};
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/proxy.toml");
+    let config =
+        switchyard_config::load(std::path::Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+    let api = config
+        .clusters
+        .iter()
+        .find(|c| c.name == "api")
+        .expect("the example has an api cluster");
+    let Discovery::Static(endpoints) = &api.discovery else {
+        panic!("the example's api cluster is static: {:?}", api.discovery);
+    };
+    let example: Vec<_> = endpoints.iter().map(|e| e.address).collect();
+    let served: Vec<_> = EXAMPLE_BACKENDS.iter().map(|(_, addr)| *addr).collect();
+    assert_eq!(served, example);
+    // The example's health check path is one the backends answer.
+    assert!(
+        matches!(&api.health, Some(h) if matches!(&h.kind, switchyard_config::HealthCheckKind::Http { path, .. } if path == "/healthz"))
+    );
+    let public = config
+        .listeners
+        .iter()
+        .find(|l| l.name == "public")
+        .expect("the example has a public listener");
+    assert_eq!(public.listen, EXAMPLE_PROXY);
+}
+
+#[tokio::test]
+async fn backends_only_serves_until_stopped_and_counts() {
+    use switchyard_demo::backends_only::serve;
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds loopback");
+    let addr = taken.local_addr().expect("has an address");
+    // A port in use fails at once, naming the instance and the address.
+    let err = serve(&[("api-1", addr)], None, std::future::pending())
+        .await
+        .expect_err("the port is taken");
+    let message = err.to_string();
+    assert!(
+        message.contains("api-1") && message.contains(&addr.to_string()),
+        "{message}"
+    );
+    drop(taken);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        serve(&[("api-1", addr)], None, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let answer = loop {
+        match get(addr, "/api/hello").await {
+            Ok(answer) => break answer,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(answer.0, 200);
+    assert!(answer.1.contains("\"api-1\""), "{}", answer.1);
+    stop.send(()).expect("still serving");
+    let served = serving
+        .await
+        .expect("no panic")
+        .expect("served until stopped");
+    assert_eq!(served.len(), 1);
+    assert_eq!((served[0].name.as_str(), served[0].requests), ("api-1", 1));
+    assert!(get(addr, "/api/hello").await.is_err(), "stopped");
+
+    // Or for a while only.
+    let began = Instant::now();
+    serve(
+        &[("api-1", addr)],
+        Some(Duration::from_millis(100)),
+        std::future::pending(),
+    )
+    .await
+    .expect("serves for 100ms");
+    assert!(began.elapsed() >= Duration::from_millis(100));
+}

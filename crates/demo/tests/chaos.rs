@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use switchyard_demo::{DemoOptions, DemoReport, Scaling, run};
+use switchyard_demo::{DemoOptions, DemoReport, EndpointChange, Scaling, run};
 
 /// Long enough for every fault of the script (scaled from 12 s) to be
 /// noticed, routed around and recovered from; short enough for CI.
@@ -142,6 +142,25 @@ async fn chaos_is_invisible_to_clients_and_visible_in_the_report() {
         "{summary}"
     );
     assert!(summary.contains("scale in"), "{summary}");
+
+    // The proxy's endpoint changes were seen as they happened, named by
+    // instance: the killed api-2 was taken out of rotation.
+    assert!(
+        report
+            .events
+            .iter()
+            .any(|e| e.backend.as_deref() == Some("api-2")
+                && matches!(
+                    e.change,
+                    EndpointChange::Ejected { .. } | EndpointChange::Unhealthy
+                )),
+        "{summary}"
+    );
+    for e in &report.events {
+        assert!(e.backend.is_some(), "{e:?} names no instance\n{summary}");
+        assert!(summary.contains(&e.describe()), "{summary}");
+    }
+    assert!(!summary.contains("ConsecutiveFailures"), "{summary}");
 
     assert!(summary.contains("resilience"), "{summary}");
     assert!(summary.contains("ejections"), "{summary}");

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchyard_demo::report::{Applied, KindCounts, Latency, RequestKind};
-use switchyard_demo::{BackendReport, ClusterResilience, Decisions, DemoReport, Protocol, Scaling};
+use switchyard_demo::{
+    BackendReport, ClusterResilience, Decisions, DemoReport, EndpointChange, Protocol, ProxyEvent,
+    Scaling,
+};
 
 fn report(errors: u64, served: [u64; 2]) -> DemoReport {
     let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -45,6 +48,7 @@ fn report(errors: u64, served: [u64; 2]) -> DemoReport {
         ],
         seconds: Vec::new(),
         timeline: Vec::new(),
+        events: Vec::new(),
         resilience: vec![ClusterResilience {
             name: "api".to_owned(),
             decisions: Decisions::default(),
@@ -195,4 +199,108 @@ fn scaling_steps_are_judged_and_told() {
     ] {
         assert!(problems.contains(&p.to_owned()), "{problems:?}");
     }
+}
+
+/// Words like `ConsecutiveFailures` or `ProbeFailed`: a Rust enum printed
+/// with `{:?}` where a reader should get words.
+fn debug_names(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| {
+            let b = word.as_bytes();
+            b.first().is_some_and(u8::is_ascii_uppercase)
+                && b.windows(2)
+                    .any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase())
+        })
+        .collect()
+}
+
+#[test]
+fn the_summary_explains_its_columns_and_names_instances_in_words() {
+    let mut r = report(0, [100, 100]);
+    r.backends[1].served_since_restart = Some(7);
+    r.backends[0].proxied = None;
+    r.timeline.push(kill_api_2());
+    r.resilience[0].decisions.ejections = 1;
+    let event = |ms, backend: Option<&str>, port, change| ProxyEvent {
+        at: Duration::from_millis(ms),
+        cluster: "api".to_owned(),
+        backend: backend.map(str::to_owned),
+        address: SocketAddr::from(([127, 0, 0, 1], port)),
+        change,
+    };
+    r.events = vec![
+        event(
+            1200,
+            Some("api-2"),
+            9002,
+            EndpointChange::Ejected {
+                consecutive_failures: 3,
+            },
+        ),
+        event(1900, Some("api-2"), 9002, EndpointChange::Unhealthy),
+        event(3300, Some("api-2"), 9002, EndpointChange::EjectedAgain),
+        event(4800, Some("api-2"), 9002, EndpointChange::Healthy),
+        event(5200, Some("api-2"), 9002, EndpointChange::Restored),
+        // An endpoint the demo did not start keeps its address.
+        event(5300, None, 9009, EndpointChange::Unhealthy),
+    ];
+    let text = r.render();
+
+    // A legend right under the backend table says what its columns count.
+    let lines: Vec<&str> = text.lines().collect();
+    let last_row = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("api-2 "))
+        .expect("a row for api-2");
+    let legend = lines[last_row + 1..]
+        .iter()
+        .take_while(|l| !l.trim().is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for column in [
+        "served:",
+        "failed:",
+        "proxied:",
+        "share:",
+        "restarted:",
+        "-:",
+    ] {
+        assert!(legend.contains(column), "no {column} in the legend\n{text}");
+    }
+    assert!(legend.contains("since its last restart"), "{text}");
+    assert!(legend.contains("retries and hedges included"), "{text}");
+
+    // The proxy's endpoint changes are in the timeline, by instance name,
+    // in time order with the scenario's events.
+    let kill = text.find("t=  1.0s  kill api-2").expect("the kill");
+    for line in [
+        "t=  1.2s  proxy: api-2 ejected after 3 consecutive failures",
+        "t=  1.9s  proxy: api-2 health checks failing, marked unhealthy",
+        "t=  3.3s  proxy: api-2 probe failed, ejected again",
+        "t=  4.8s  proxy: api-2 health checks passing, healthy again",
+        "t=  5.2s  proxy: api-2 probe succeeded, restored",
+        "t=  5.3s  proxy: 127.0.0.1:9009 health checks failing, marked unhealthy",
+    ] {
+        let at = text
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in\n{text}"));
+        assert!(at > kill, "{text}");
+    }
+    assert!(!text.contains("127.0.0.1:9002 ejected"), "{text}");
+    assert_eq!(
+        r.events[0].line(),
+        "  t=  1.2s  !! proxy: api-2 ejected after 3 consecutive failures"
+    );
+
+    // Reasons and states read as words, not Rust enum names.
+    assert_eq!(debug_names(&text), Vec::<&str>::new(), "{text}");
+    for e in &r.events {
+        assert_eq!(debug_names(&e.line()), Vec::<&str>::new(), "{}", e.line());
+    }
+    assert_eq!(
+        debug_names("ejected: ConsecutiveFailures"),
+        ["ConsecutiveFailures"]
+    );
+    assert!(debug_names("gRPC HTTP/1.1 OK FAILED api-2").is_empty());
 }

@@ -112,7 +112,17 @@ impl Backend {
     /// Binds 127.0.0.1 on an ephemeral port and starts serving; must be
     /// called within a Tokio runtime.
     pub fn start(name: impl Into<String>, protocol: Protocol) -> std::io::Result<Backend> {
-        let listener = bind((Ipv4Addr::LOCALHOST, 0).into())?;
+        Backend::start_at(name, protocol, (Ipv4Addr::LOCALHOST, 0).into())
+    }
+
+    /// Binds `addr` (port 0: an ephemeral one) and starts serving; must be
+    /// called within a Tokio runtime. Fails if the port is in use.
+    pub fn start_at(
+        name: impl Into<String>,
+        protocol: Protocol,
+        addr: SocketAddr,
+    ) -> std::io::Result<Backend> {
+        let listener = bind(addr)?;
         let (min, max) = DEFAULT_LATENCY;
         let inner = Arc::new(Inner {
             name: name.into(),
@@ -287,13 +297,24 @@ impl Fleet {
 
     /// Starts one more backend (scaling out). Names are unique.
     pub fn add(&self, name: String, protocol: Protocol) -> Result<BackendHandle, crate::DemoError> {
+        self.add_at(name, protocol, (Ipv4Addr::LOCALHOST, 0).into())
+    }
+
+    /// Starts one more backend on `addr` (port 0: an ephemeral one). Names
+    /// are unique.
+    pub fn add_at(
+        &self,
+        name: String,
+        protocol: Protocol,
+        addr: SocketAddr,
+    ) -> Result<BackendHandle, crate::DemoError> {
         if self.get(&name).is_some() {
             return Err(crate::DemoError::Scenario(format!(
                 "a backend named {name:?} already exists"
             )));
         }
-        let backend = Backend::start(name.clone(), protocol)
-            .map_err(|source| crate::DemoError::Backend { name, source })?;
+        let backend = Backend::start_at(name.clone(), protocol, addr)
+            .map_err(|source| crate::DemoError::Backend { name, addr, source })?;
         let handle = backend.handle();
         lock(&self.backends).push(backend);
         Ok(handle)
