@@ -7,7 +7,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use switchyard_config::LogFormat;
 
 #[derive(Parser, Debug)]
@@ -62,21 +62,92 @@ enum Command {
         token_file: Option<PathBuf>,
     },
     /// Bring up a whole local system (backends, proxy, load) and report.
+    ///
+    /// The proxy's own log lines are kept to errors while the demo runs (the
+    /// live display tells ejections and restorations with instance names);
+    /// --log-level or RUST_LOG brings them back.
     Demo {
-        /// How long the load runs, e.g. "12s", "1m".
-        #[arg(long, default_value = "12s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Target requests per second across all load.
-        #[arg(long, default_value_t = 400)]
+        /// How long the load runs, e.g. "12s", "1m"; at least 5s, the time
+        /// the chaos script needs for each fault to be noticed and recovered
+        /// from [default: 12s]. With --backends-only: how long the backends
+        /// serve, any length [default: until Ctrl-C or SIGTERM].
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Target requests per second across all load; at least 1.
+        #[arg(
+            long,
+            default_value_t = 400,
+            value_parser = parse_rate,
+            conflicts_with = "backends_only"
+        )]
         rate: u32,
         /// Do not print a live line per second.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "backends_only")]
         quiet: bool,
+        /// Run only the HTTP backends examples/proxy.toml routes to (api-1 on
+        /// 127.0.0.1:9001, api-2 on 127.0.0.1:9002) until Ctrl-C or SIGTERM,
+        /// for `switchyard proxy --config examples/proxy.toml` in another
+        /// terminal.
+        #[arg(long)]
+        backends_only: bool,
     },
 }
 
+/// The demo's default run.
+const DEMO_DURATION: Duration = Duration::from_secs(12);
+
+// The --duration help above spells the chaos script's minimum out.
+const _: () = assert!(
+    switchyard_demo::chaos::MIN_DURATION.as_secs() == 5,
+    "update the minimum in the help of `demo --duration`"
+);
+
+/// The demo's log filter unless --log-level or RUST_LOG says otherwise: the
+/// proxy's WARN and INFO lines (endpoints named by address) would break up
+/// the live display, which tells the same changes with instance names.
+/// Errors still show, and the demo's own warnings.
+const DEMO_LOG_FILTER: &str = "error,switchyard_demo=warn";
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     switchyard_config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let rate: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of requests per second"))?;
+    if rate == 0 {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(rate)
+}
+
+/// A usage error found after parsing: printed like clap's own (with the
+/// subcommand's usage) and exits 2.
+fn usage_error(subcommand: &str, message: impl std::fmt::Display) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let command = cli
+        .find_subcommand_mut(subcommand)
+        .expect("usage errors name an existing subcommand");
+    command
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
+/// An error and its causes, each once: an error whose message already
+/// includes its source's ("cannot bind ...: Address in use") is not followed
+/// by the source again, as `{:#}` would.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -84,7 +155,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("switchyard: {e:#}");
+            eprintln!("switchyard: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -98,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
         Command::Proxy { config } => {
-            let cfg = match switchyard_config::load(&config) {
+            let checked = match switchyard_config::load_with_warnings(&config) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -109,8 +180,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let cfg = checked.config;
             let level = cli.log_level.unwrap_or_else(|| cfg.log.level.clone());
             let _log = switchyard_telemetry::logging::init(&level, format.or(cfg.log.format))?;
+            for w in &checked.warnings {
+                tracing::warn!(warning = %w, "configuration warning");
+            }
             let runtime = runtime(cfg.runtime.workers)?;
             let drained = runtime.block_on(async {
                 let proxy = switchyard_proxy::Proxy::bind(cfg).await?;
@@ -148,10 +223,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo {
             duration,
-            rate,
-            quiet,
+            backends_only: true,
+            ..
         } => {
             let level = cli.log_level.unwrap_or_else(|| "warn".to_owned());
+            let _log =
+                switchyard_telemetry::logging::init(&level, format.or(Some(LogFormat::Text)))?;
+            let runtime = runtime(None)?;
+            runtime.block_on(switchyard_demo::backends_only::run(
+                duration,
+                shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            duration,
+            rate,
+            quiet,
+            backends_only: false,
+        } => {
+            let duration = duration.unwrap_or(DEMO_DURATION);
+            let min = switchyard_demo::chaos::MIN_DURATION;
+            if duration < min {
+                usage_error(
+                    "demo",
+                    format!(
+                        "--duration must be at least {}s, the time the chaos script needs for each fault \
+                         to be noticed and recovered from (got {:.1}s)",
+                        min.as_secs(),
+                        duration.as_secs_f64()
+                    ),
+                );
+            }
+            let level = cli.log_level.unwrap_or_else(|| DEMO_LOG_FILTER.to_owned());
             let _log =
                 switchyard_telemetry::logging::init(&level, format.or(Some(LogFormat::Text)))?;
             let runtime = runtime(None)?;
@@ -185,14 +289,44 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(token.to_owned())
 }
 
+/// Validates a configuration as `proxy` would before starting: the file,
+/// then what the proxy checks at start (admin token, discovery settings).
+/// Warnings are printed but do not fail the check.
 fn check(path: &std::path::Path) -> ExitCode {
-    match switchyard_config::load(path) {
-        Ok(cfg) => {
+    match switchyard_config::load_with_warnings(path) {
+        Ok(checked) => {
+            for w in &checked.warnings {
+                eprintln!("warning: {w}");
+            }
+            let cfg = &checked.config;
+            let refused = match runtime(Some(1)) {
+                Ok(rt) => {
+                    let _entered = rt.enter();
+                    switchyard_proxy::preflight(cfg)
+                }
+                Err(e) => {
+                    eprintln!("switchyard: {}", error_chain(&e));
+                    return ExitCode::FAILURE;
+                }
+            };
+            let count = refused.len();
+            for e in refused {
+                eprintln!(
+                    "{}: {}",
+                    path.display(),
+                    error_chain(&anyhow::Error::new(e))
+                );
+            }
+            if count > 0 {
+                eprintln!("{}: {count} error(s)", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
-                "{}: ok ({} listener(s), {} cluster(s))",
+                "{}: ok ({} listener(s), {} cluster(s), {} warning(s))",
                 path.display(),
                 cfg.listeners.len(),
-                cfg.clusters.len()
+                cfg.clusters.len(),
+                checked.warnings.len()
             );
             ExitCode::SUCCESS
         }

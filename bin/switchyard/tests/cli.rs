@@ -199,6 +199,18 @@ fn proxy_serves_and_drains_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     let mut logs = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    // Addresses are logged as addresses, not as Rust `Option`s.
+    assert!(!logs.contains("Some("), "{logs}");
+    let admin_line: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "admin listening")
+        .unwrap_or_else(|| panic!("no admin start-up line:\n{logs}"));
+    assert_eq!(
+        admin_line["admin"],
+        format!("127.0.0.1:{admin}"),
+        "{admin_line}"
+    );
     let first = logs.lines().next().expect("json logs");
     let v: serde_json::Value =
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
@@ -224,4 +236,266 @@ fn proxy_serves_and_drains_on_sigterm() {
         "{access}"
     );
     assert!(access["duration_ms"].as_f64().is_some(), "{access}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; the whole answer, or `None`
+/// if nothing answered.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).ok()?;
+    Some(out)
+}
+
+/// Sends SIGTERM to a child this test started, and waits for it.
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap()
+}
+
+#[test]
+fn port_in_use_fails_with_the_os_error_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let admin = free_port();
+    let f = write_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:{port}\"\n  [[listeners.routes]]\n  cluster = \"api\"\n\
+         [[clusters]]\nname = \"api\"\ndiscovery = {{ static = [\"127.0.0.1:9\"] }}\n"
+    ));
+    let (code, _, err) = run(&[
+        "--log-format",
+        "json",
+        "proxy",
+        "--config",
+        f.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let os_error = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+    // "Address already in use (os error 98)" on Linux; the wording differs
+    // elsewhere, the "os error" suffix does not.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("switchyard: "))
+        .unwrap_or_else(|| panic!("no error line:\n{err}"));
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    assert!(
+        err.to_lowercase().contains("in use"),
+        "{err} (expected something like {os_error})"
+    );
+    drop(taken);
+}
+
+#[test]
+fn demo_usage_errors_name_the_flag_and_exit_2() {
+    let (code, out, _) = run(&["demo", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("at least 5s"), "{out}");
+    assert!(out.contains("--backends-only"), "{out}");
+
+    let (code, _, err) = run(&["demo", "--duration", "4s", "--quiet"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--duration must be at least 5s"), "{err}");
+    assert!(!err.contains("chaos script needs a duration"), "{err}");
+
+    let (code, _, err) = run(&["demo", "--rate", "0", "--quiet"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--rate") && err.contains("must be at least 1"),
+        "{err}"
+    );
+    assert!(!err.contains("http_backends"), "{err}");
+
+    for args in [
+        &["demo", "--rate", "fast"][..],
+        &["demo", "--duration", "soon"],
+        &["demo", "--backends-only", "--rate", "100"],
+        &["demo", "--backends-only", "--quiet"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let flag = args.iter().rev().find(|a| a.starts_with("--")).unwrap();
+        assert!(err.contains(flag), "{args:?} does not name {flag}: {err}");
+    }
+}
+
+/// The newcomer's path: `demo --backends-only` in one terminal, the
+/// documented example in another, and a request through it answered by a
+/// backend.
+#[test]
+fn the_example_proxies_to_demo_backends_only() {
+    let mut backends = Command::new(BIN)
+        .args(["demo", "--backends-only"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says where it serves, then serves until SIGTERM.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = backends.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !banner.contains("Ctrl-C") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                banner.push_str(&line);
+                banner.push('\n');
+            }
+            Err(_) => {
+                let _ = backends.kill();
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(backends.stderr.as_mut().unwrap(), &mut err);
+                panic!("the backends never said they serve:\n{banner}{err}");
+            }
+        }
+    }
+    for addr in ["127.0.0.1:9001", "127.0.0.1:9002"] {
+        assert!(banner.contains(addr), "{banner}");
+    }
+    assert!(
+        banner.contains("api-1") && banner.contains("api-2"),
+        "{banner}"
+    );
+
+    // The example as documented, with only its listen ports made free ones
+    // so that it cannot collide with anything else on the machine.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/proxy.toml"
+    ))
+    .unwrap();
+    let (admin, public, cache) = (free_port(), free_port(), free_port());
+    let mut config = example.clone();
+    for (from, to) in [
+        ("listen = \"127.0.0.1:9901\"", admin),
+        ("listen = \"127.0.0.1:8080\"", public),
+        ("listen = \"127.0.0.1:6380\"", cache),
+    ] {
+        assert!(config.contains(from), "the example changed: {from}");
+        config = config.replace(from, &format!("listen = \"127.0.0.1:{to}\""));
+    }
+    let f = write_config(&config);
+    let mut proxy = Command::new(BIN)
+        .args([
+            "--log-format",
+            "json",
+            "proxy",
+            "--config",
+            f.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if Instant::now() > deadline {
+            let _ = proxy.kill();
+            let _ = backends.kill();
+            panic!("the proxy never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = http_get(public, "/api/hello").unwrap_or_default();
+    let proxy_status = terminate(&mut proxy);
+    let backends_status = terminate(&mut backends);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"backend\":\"api-1\"") || answer.contains("\"backend\":\"api-2\""),
+        "{answer}"
+    );
+    assert_eq!(proxy_status.code(), Some(0));
+    assert_eq!(backends_status.code(), Some(0));
+    let mut logs = String::new();
+    std::io::Read::read_to_string(proxy.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    // Backends that answer: no 502s, no connect warnings.
+    assert!(!logs.contains("\"level\":\"WARN\""), "{logs}");
+    // It says what it served when it stops.
+    let mut rest = String::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(rest.contains("stopped:"), "{rest}");
+}
+
+#[test]
+fn check_runs_the_proxys_own_start_checks() {
+    // Valid TOML, but the proxy refuses an admin port beyond loopback
+    // without a token: check must refuse it too.
+    let f = write_config(
+        "[admin]\nlisten = \"0.0.0.0:19901\"\n\n[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:18080\"\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n",
+    );
+    let path = f.path().to_str().unwrap();
+    let (code, out, err) = Command::new(BIN)
+        .args(["check", "--config", path])
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("token"), "{err}");
+    assert!(!out.contains("ok"), "{out}");
+}
+
+#[test]
+fn check_warns_of_shadowed_routes_and_grpc_to_http1() {
+    let f = write_config(
+        "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:18080\"\n\n  [[listeners.routes]]\n  cluster = \"api\"\n\n  [[listeners.routes]]\n  match = { path_prefix = \"/helloworld.Greeter/\" }\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n",
+    );
+    let (code, out, err) = run(&["check", "--config", f.path().to_str().unwrap()]);
+    // Warnings do not fail the check; each names its location.
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 warning(s)"), "{out}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(":8:3: listeners[0].routes[1]") && w.contains("can never match")),
+        "{err}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("looks like gRPC") && w.contains("http1")),
+        "{err}"
+    );
 }

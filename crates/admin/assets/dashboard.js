@@ -54,6 +54,13 @@
     if (v < 0.001) return "<0.1%";
     return (v * 100).toFixed(v < 0.1 ? 1 : 0) + "%";
   }
+  function fmtBytes(v) {
+    if (v === null || v === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i === 0 || v >= 100 ? Math.round(v) : v.toFixed(1)) + " " + units[i];
+  }
   function fmtUptime(s) {
     s = Math.floor(s);
     const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
@@ -240,11 +247,24 @@
     </li>`).join("");
   }
 
+  // A cluster of tcp/udp listeners counts connections or sessions and bytes
+  // instead of requests; one that HTTP routes use as well shows both.
+  function clusterKind(s, c) {
+    const tcp = /tcp/.test(c.protocol);
+    const udp = /udp/.test(c.protocol);
+    const l4 = tcp || udp;
+    const http = !l4 || s.listeners.some((l) => l.protocol === "http" && l.clusters.includes(c.name));
+    const unit = http ? "req" : tcp && !udp ? "conn" : udp && !tcp ? "session" : "conn+session";
+    return { l4, http, tcp, udp, unit };
+  }
+
   function renderClusters(s) {
     $("clusters").innerHTML = s.clusters.map((c) => {
       const chips = [];
+      const { l4, http, tcp, udp, unit } = clusterKind(s, c);
       chips.push(`<span class="chip">balance <b>${esc(c.balance)}</b></span>`);
-      chips.push(`<span class="chip">${esc(c.protocol)}</span>`);
+      // A cluster both tcp/udp listeners and HTTP routes use says so.
+      chips.push(`<span class="chip">${esc(c.protocol)}${l4 && http ? " + http" : ""}</span>`);
       if (c.health_checked) chips.push(`<span class="chip">health checks</span>`);
       if (c.outlier_detection) chips.push(`<span class="chip">outlier detection</span>`);
       chips.push(`<span class="chip" title="retries the budget allows now">retry budget <b>${c.retry_budget_remaining.toFixed(0)}</b> left</span>`);
@@ -254,38 +274,61 @@
       // p50/p99/errors per endpoint need the request path to record them;
       // without that the columns would only hold dashes.
       const rec = c.endpoints.some((e) => e.recorded);
-      const outcome = (e) => rec
-        ? `<td class="num">${fmtMs(e.p50_ms)}</td><td class="num">${fmtMs(e.p99_ms)}</td>`
-        : "";
-      const outcomeErr = (e) => rec ? `<td class="${errClass(e.error_rate)}">${fmtPct(e.error_rate)}</td>` : "";
-      const cols = rec ? 11 : 8;
+      const bytesCell = (total, rate) => `<td class="num">${fmtBytes(total)}${rate ? ` <span class="dim">${fmtBytes(rate)}/s</span>` : ""}</td>`;
+      const head = [
+        "<th>Endpoint</th>", "<th>State</th>", `<th class="num">${unit}/s</th>`,
+        `<th class="num">${http ? "in flight" : "open"}</th>`,
+      ];
+      // Connections and sessions have no latency of their own.
+      const lat = rec && http;
+      if (lat) head.push('<th class="num">p50</th>', '<th class="num">p99</th>');
+      if (http) {
+        head.push('<th class="num" title="peak-EWMA latency the balancer uses">latency EWMA</th>');
+        if (rec) head.push('<th class="num">errors</th>');
+        head.push('<th class="num">fails in a row</th>', '<th class="num">ejections</th>', '<th class="num">conns</th>');
+      }
+      if (l4) {
+        if (tcp) head.push('<th class="num" title="tcp connections proxied">connections</th>');
+        if (udp) head.push('<th class="num" title="udp sessions relayed">sessions</th>');
+        head.push('<th class="num" title="bytes received from the endpoint">received</th>', '<th class="num" title="bytes sent to the endpoint">sent</th>');
+      }
+      const cells = (e) => {
+        const out = [
+          `<td class="mono">${esc(e.address)}</td>`, `<td>${badge(e.state)}</td>`,
+          `<td class="num" data-field="rps">${fmtRate(e.rps)}</td>`, `<td class="num">${e.in_flight}</td>`,
+        ];
+        if (lat) out.push(`<td class="num">${fmtMs(e.p50_ms)}</td>`, `<td class="num">${fmtMs(e.p99_ms)}</td>`);
+        if (http) {
+          out.push(`<td class="num dim">${fmtMs(e.latency_ewma_ms)}</td>`);
+          if (rec) out.push(`<td class="${errClass(e.error_rate)}">${fmtPct(e.error_rate)}</td>`);
+          out.push(`<td class="num">${e.consecutive_failures}</td>`, `<td class="num">${e.ejections}</td>`, `<td class="num">${e.connections_open}</td>`);
+        }
+        if (l4) {
+          if (tcp) out.push(`<td class="num" data-field="connections">${e.tcp_connections ?? "–"}</td>`);
+          if (udp) out.push(`<td class="num" data-field="sessions">${e.udp_sessions ?? "–"}</td>`);
+          out.push(bytesCell(e.bytes_rx, e.rx_bytes_per_s), bytesCell(e.bytes_tx, e.tx_bytes_per_s));
+        }
+        return out.join("");
+      };
       const load = c.max_requests ? Math.min(100, (100 * c.active_requests) / c.max_requests) : 0;
       const rows = c.endpoints.length === 0
-        ? `<tr><td colspan="${cols}" class="empty">no endpoints discovered</td></tr>`
+        ? `<tr><td colspan="${head.length}" class="empty">no endpoints discovered</td></tr>`
         : c.endpoints.map((e) => `<tr data-endpoint="${esc(e.address)}" data-cluster="${esc(c.name)}" data-state="${esc(e.state)}">
-          <td class="mono">${esc(e.address)}</td>
-          <td>${badge(e.state)}</td>
-          <td class="num" data-field="rps">${fmtRate(e.rps)}</td>
-          <td class="num">${e.in_flight}</td>
-          ${outcome(e)}
-          <td class="num dim">${fmtMs(e.latency_ewma_ms)}</td>
-          ${outcomeErr(e)}
-          <td class="num">${e.consecutive_failures}</td>
-          <td class="num">${e.ejections}</td>
-          <td class="num">${e.connections_open}</td>
+          ${cells(e)}
         </tr>`).join("");
+      const activity = http
+        ? `${fmtRate(c.rps)} attempts/s · ${c.active_requests}${c.max_requests ? " / " + c.max_requests : ""} active`
+        : `${fmtRate(c.rps)} ${unit}s/s · ${c.endpoints.reduce((a, e) => a + e.in_flight, 0)} open`;
       return `<section class="card cluster" data-cluster="${esc(c.name)}">
         <div class="cluster-head">
           <div class="title"><h3>cluster ${esc(c.name)}</h3>
-            <span class="hint">${fmtRate(c.rps)} attempts/s · ${c.active_requests}${c.max_requests ? " / " + c.max_requests : ""} active
-            <span class="meter" title="active requests against the cluster limit"><span style="width:${load.toFixed(1)}%"></span></span></span>
+            <span class="hint">${activity}
+            ${http ? `<span class="meter" title="active requests against the cluster limit"><span style="width:${load.toFixed(1)}%"></span></span>` : ""}</span>
           </div>
           <div class="chips">${chips.join("")}</div>
         </div>
         <table class="table endpoints">
-          <thead><tr><th>Endpoint</th><th>State</th><th class="num">req/s</th><th class="num">in flight</th>
-            ${rec ? '<th class="num">p50</th><th class="num">p99</th>' : ""}<th class="num" title="peak-EWMA latency the balancer uses">latency EWMA</th>${rec ? '<th class="num">errors</th>' : ""}
-            <th class="num">fails in a row</th><th class="num">ejections</th><th class="num">conns</th></tr></thead>
+          <thead><tr>${head.join("")}</tr></thead>
           <tbody>${rows}</tbody>
         </table>
       </section>`;
@@ -323,11 +366,12 @@
       }
     }
     for (const c of s.clusters) {
+      const { unit } = clusterKind(s, c);
       const up = c.endpoints.filter((e) => e.available).length;
       add(2, "c:" + c.name, c.name, `${up}/${c.endpoints.length} up · ${c.balance}`, null);
       for (const e of c.endpoints) {
         const id = "e:" + c.name + "/" + e.address;
-        add(3, id, e.address, `${e.state} · ${fmtRate(e.rps)} req/s`, e.state);
+        add(3, id, e.address, `${e.state} · ${fmtRate(e.rps)} ${unit}/s`, e.state);
         edges.push(["c:" + c.name, id, e.rps, e.available]);
       }
     }

@@ -35,9 +35,18 @@ type EndpointKey = (String, SocketAddr);
 struct Sample {
     at: Instant,
     routes: HashMap<(String, String), LiveSnapshot>,
-    /// Requests sent to each endpoint and its live stats, if recorded.
-    endpoints: HashMap<EndpointKey, (u64, Option<LiveSnapshot>)>,
+    endpoints: HashMap<EndpointKey, EndpointSample>,
     decisions: HashMap<String, BTreeMap<&'static str, u64>>,
+}
+
+/// One endpoint's cumulative figures at one tick.
+struct EndpointSample {
+    /// Requests sent to the endpoint (connections or sessions for L4).
+    requests: u64,
+    /// Its live stats, if recorded.
+    live: Option<LiveSnapshot>,
+    /// Bytes received from and sent to it, for L4 clusters.
+    bytes: Option<(u64, u64)>,
 }
 
 /// The state the feed keeps between ticks.
@@ -157,6 +166,22 @@ struct EndpointView {
     ejections: u64,
     consecutive_failures: u32,
     connections_open: usize,
+    /// TCP connections / UDP sessions so far, for clusters of tcp/udp
+    /// listeners (each also counts in `requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp_sessions: Option<u64>,
+    /// Bytes received from / sent to the endpoint so far (L4 clusters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_rx: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_tx: Option<u64>,
+    /// The same over the window, per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rx_bytes_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tx_bytes_per_s: Option<f64>,
     /// Whether the request path records this endpoint's outcomes; without
     /// that, `p50_ms`, `p99_ms` and `error_rate` stay `null`.
     recorded: bool,
@@ -202,7 +227,12 @@ impl Sampler {
                             .metrics
                             .endpoint_live(&c.name, &e.address.to_string())
                             .map(|s| s.snapshot());
-                        ((c.name.clone(), e.address), (e.requests, live))
+                        let sample = EndpointSample {
+                            requests: e.requests,
+                            live,
+                            bytes: e.bytes_rx.zip(e.bytes_tx),
+                        };
+                        ((c.name.clone(), e.address), sample)
                     })
                 })
                 .collect(),
@@ -366,17 +396,25 @@ fn cluster_view(
         .map(|e| {
             let key = (c.name.clone(), e.address);
             let before = base.and_then(|b| b.endpoints.get(&key));
-            let live = now.endpoints.get(&key).and_then(|(_, l)| l.as_ref());
+            let live = now.endpoints.get(&key).and_then(|s| s.live.as_ref());
             let mut rates = match live {
-                Some(l) => window_rates(l, before.map(|b| b.1.as_ref().unwrap_or(l)), secs),
+                Some(l) => window_rates(l, before.map(|b| b.live.as_ref().unwrap_or(l)), secs),
                 None => Rates::default(),
             };
             // The request counter is always there; it sets the rate even
             // when no live stats are recorded for the endpoint.
             rates.rps = per_sec(
                 e.requests
-                    .saturating_sub(before.map_or(e.requests, |b| b.0)),
+                    .saturating_sub(before.map_or(e.requests, |b| b.requests)),
             );
+            // Like the request rate: no rate before a base sample has it.
+            let byte_rates = e.bytes_rx.zip(e.bytes_tx).map(|(rx, tx)| {
+                let (rx0, tx0) = before.and_then(|b| b.bytes).unwrap_or((rx, tx));
+                (
+                    per_sec(rx.saturating_sub(rx0)),
+                    per_sec(tx.saturating_sub(tx0)),
+                )
+            });
             EndpointView {
                 address: e.address,
                 state: e.state,
@@ -388,6 +426,12 @@ fn cluster_view(
                 ejections: e.ejections,
                 consecutive_failures: e.consecutive_failures,
                 connections_open: e.connections_open,
+                tcp_connections: e.tcp_connections,
+                udp_sessions: e.udp_sessions,
+                bytes_rx: e.bytes_rx,
+                bytes_tx: e.bytes_tx,
+                rx_bytes_per_s: byte_rates.map(|r| r.0),
+                tx_bytes_per_s: byte_rates.map(|r| r.1),
                 recorded: live.is_some(),
                 rates,
             }

@@ -129,6 +129,16 @@ pub enum ErrorKind {
     },
     /// Keys or values that cannot be combined.
     Conflict(String),
+    /// Warning: an earlier route matches every request this one does, so
+    /// this one is never chosen.
+    ShadowedRoute { route: String, by: String },
+    /// Warning: a route that carries gRPC sends it to an HTTP/1.1 cluster;
+    /// every such call would fail as an invalid upstream response.
+    GrpcToHttp1 {
+        route: String,
+        cluster: String,
+        why: &'static str,
+    },
     /// The file could not be read.
     Io(String),
 }
@@ -137,6 +147,18 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syntax(message) => write!(f, "invalid TOML: {message}"),
+            Self::ShadowedRoute { route, by } => write!(
+                f,
+                "route \"{route}\" can never match: the earlier route \"{by}\" matches every request it does (first match wins)"
+            ),
+            Self::GrpcToHttp1 {
+                route,
+                cluster,
+                why,
+            } => write!(
+                f,
+                "route \"{route}\" looks like gRPC ({why}) but cluster \"{cluster}\" uses protocol http1; gRPC needs protocol = \"http2\""
+            ),
             Self::UnknownKey { key, expected } => {
                 write!(f, "unknown key \"{key}\"")?;
                 if let Some(close) = closest(key, expected) {

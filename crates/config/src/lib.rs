@@ -35,6 +35,8 @@
 //!   `route.rs`, `cluster.rs`); records names and references for validation.
 //! - `validate.rs`: cross-references (unknown clusters, duplicate names,
 //!   overlapping listen addresses).
+//! - `lint.rs`: warnings for valid but suspicious configurations (a route
+//!   an earlier one always wins over, gRPC to an HTTP/1.1 cluster).
 //!
 //! Parsing never stops at the first error: a bad value is reported and
 //! replaced by its default so that the rest of the file is still checked.
@@ -43,6 +45,7 @@
 
 mod duration;
 mod error;
+mod lint;
 pub mod model;
 mod parse;
 mod reader;
@@ -62,6 +65,20 @@ use validate::Refs;
 /// Parses and validates configuration text; `file` is only used to label
 /// errors.
 pub fn parse(source: &str, file: &str) -> Result<Config, Errors> {
+    parse_with_warnings(source, file).map(|c| c.config)
+}
+
+/// A valid configuration and the warnings about it.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub config: Config,
+    /// Valid but almost certainly unintended settings, with locations.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Like [`parse`], also returning the warnings ([`ErrorKind::ShadowedRoute`],
+/// [`ErrorKind::GrpcToHttp1`]).
+pub fn parse_with_warnings(source: &str, file: &str) -> Result<Checked, Errors> {
     let mut ctx = Ctx::new(file, source);
     let (root, syntax_errors) = DeTable::parse_recoverable(source);
     if !syntax_errors.is_empty() {
@@ -75,15 +92,21 @@ pub fn parse(source: &str, file: &str) -> Result<Config, Errors> {
     let mut refs = Refs::default();
     let config = parse::document(&mut ctx, &root, &mut refs);
     validate::check(&mut ctx, &refs, config.admin.listen);
+    lint::check(&mut ctx, &refs, &config);
     finish(ctx, config)
 }
 
 /// Reads and parses a file; an unreadable file is an [`Errors`] with one
 /// [`ErrorKind::Io`] entry (without a position).
 pub fn load(path: &Path) -> Result<Config, Errors> {
+    load_with_warnings(path).map(|c| c.config)
+}
+
+/// Like [`load`], also returning the warnings.
+pub fn load_with_warnings(path: &Path) -> Result<Checked, Errors> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(source) => parse(&source, &file),
+        Ok(source) => parse_with_warnings(&source, &file),
         Err(error) => Err(Errors::from(ConfigError {
             file,
             line: 0,
@@ -96,10 +119,12 @@ pub fn load(path: &Path) -> Result<Config, Errors> {
 
 /// Errors in source order (cross-reference checks run last but their errors
 /// belong where the offending value is).
-fn finish(ctx: Ctx<'_>, config: Config) -> Result<Config, Errors> {
+fn finish(ctx: Ctx<'_>, config: Config) -> Result<Checked, Errors> {
     let mut errors = ctx.errors;
     if errors.is_empty() {
-        return Ok(config);
+        let mut warnings = ctx.warnings;
+        warnings.sort_by_key(|e| (e.line, e.column));
+        return Ok(Checked { config, warnings });
     }
     errors.sort_by_key(|e| (e.line, e.column));
     Err(Errors { errors })

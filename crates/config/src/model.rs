@@ -186,6 +186,10 @@ pub struct HttpServerConfig {
     /// Default 64 KiB: the total size of a request head. Envoy's default is
     /// 60 KiB; real browsers stay far below; larger heads are refused with 431.
     pub max_header_bytes: usize,
+    /// Default 100 (hyper's limit, also HAProxy's `tune.http.maxhdr` order
+    /// of magnitude): header fields in an HTTP/1.1 request head; more get
+    /// 431. Each field costs parsing work before any routing happens.
+    pub max_headers: usize,
     /// Default 10s: a client must send its whole request head within this time
     /// (slowloris defence). Generous for mobile clients, short enough that a
     /// trickling client cannot hold a connection for long.
@@ -213,6 +217,7 @@ impl Default for HttpServerConfig {
     fn default() -> Self {
         Self {
             max_header_bytes: 64 * 1024,
+            max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connection_age: None,
@@ -235,6 +240,17 @@ pub struct RouteConfig {
     /// stream without a total limit so long gRPC streams keep working.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub timeout: Duration,
+    /// Default `None`: a stream (request and response bodies) may last as
+    /// long as both peers keep it going; long-lived gRPC streams are normal.
+    /// When set, the proxy ends the exchange at this age (gRPC calls with
+    /// `DEADLINE_EXCEEDED` trailers) and sends the remaining time upstream
+    /// as the call's deadline.
+    #[serde(serialize_with = "crate::duration::serialize_opt")]
+    pub max_stream_duration: Option<Duration>,
+    /// Default `["websocket"]`: the HTTP/1.1 upgrades tunnelled to the
+    /// upstream; any other `Upgrade` is dropped like a hop-by-hop header
+    /// and the request proxied as a plain one. Never `h2c`.
+    pub upgrades: Vec<String>,
     /// Default `None`: no retries unless the route asks for them.
     pub retry: Option<RetryPolicy>,
     /// Default `None`: no hedging.

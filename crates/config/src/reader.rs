@@ -24,6 +24,7 @@ pub(crate) struct Ctx<'s> {
     /// Byte offset at which each line starts, for offset → line lookups.
     line_starts: Vec<usize>,
     pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl<'s> Ctx<'s> {
@@ -36,6 +37,7 @@ impl<'s> Ctx<'s> {
             source,
             line_starts,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -51,6 +53,18 @@ impl<'s> Ctx<'s> {
             .get(start..offset)
             .map_or(offset - start, |text| text.chars().count());
         (line, column + 1)
+    }
+
+    /// Records a warning: valid, but almost certainly a mistake.
+    pub(crate) fn warn(&mut self, span: &Range<usize>, path: &str, kind: ErrorKind) {
+        let (line, column) = self.location(span.start);
+        self.warnings.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            path: path.to_owned(),
+            kind,
+        });
     }
 
     pub(crate) fn report(&mut self, span: &Range<usize>, path: &str, kind: ErrorKind) {

@@ -45,6 +45,8 @@ pub(crate) struct Refs {
     /// Cluster names used by routes, splits and tcp/udp listeners.
     pub(crate) cluster_refs: Vec<(String, Site)>,
     pub(crate) listens: Vec<Listen>,
+    /// Every route: its listener's name, its index there, and where it is.
+    pub(crate) routes: Vec<(String, usize, Site)>,
 }
 
 /// Runs every cross-reference check, recording errors in `ctx`.

@@ -30,6 +30,8 @@ fn expected() -> Config {
             },
             destination: Destination::Cluster("api".into()),
             timeout: Duration::from_secs(3),
+            max_stream_duration: None,
+            upgrades: vec!["websocket".into()],
             retry: Some(RetryPolicy {
                 attempts: 3,
                 per_try_timeout: Some(Duration::from_millis(500)),

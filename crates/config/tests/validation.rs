@@ -191,3 +191,67 @@ listen = "localhost:80"
     assert!(matches!(errors[3].kind, ErrorKind::WrongType { .. }));
     assert!(matches!(errors[4].kind, ErrorKind::UnknownKey { .. }));
 }
+
+#[test]
+fn suspicious_routes_are_located_warnings() {
+    let text = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+  [[listeners.routes]]
+  match = { path_prefix = "/api" }
+  cluster = "api"
+
+  [[listeners.routes]]
+  match = { path_prefix = "/api/v1", method = "GET" }
+  cluster = "api"
+
+  [[listeners.routes]]
+  match = { path_prefix = "/helloworld.Greeter/" }
+  cluster = "api"
+
+[[clusters]]
+name = "api"
+discovery = { static = ["127.0.0.1:9001"] }
+"#;
+    let checked = switchyard_config::parse_with_warnings(text, "w.toml").expect("valid");
+    let w: Vec<String> = checked.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].starts_with("w.toml:10:")
+            && w[0].contains("listeners[0].routes[1]")
+            && w[0].contains("\"public/1\" can never match")
+            && w[0].contains("\"public/0\""),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[1].starts_with("w.toml:14:")
+            && w[1].contains("looks like gRPC")
+            && w[1].contains("protocol http1"),
+        "{}",
+        w[1]
+    );
+    // The same file with an http2 cluster and distinct routes warns of nothing.
+    let fixed = text
+        .replace("\"/api/v1\", method = \"GET\"", "\"/web\"")
+        .replace(
+            "discovery = { static = [\"127.0.0.1:9001\"] }",
+            "discovery = { static = [\"127.0.0.1:9001\"] }\nprotocol = \"http2\"",
+        );
+    let checked = switchyard_config::parse_with_warnings(&fixed, "w.toml").expect("valid");
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+}
+
+#[test]
+fn h2c_upgrades_are_refused() {
+    let text = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\n  [[listeners.routes]]\n  cluster = \"api\"\n  upgrades = [\"websocket\", \"h2c\"]\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let err = switchyard_config::parse(text, "u.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("u.toml:6:") && err.contains("upgrades[1]") && err.contains("h2c"),
+        "{err}"
+    );
+}

@@ -6,15 +6,22 @@
 //! `Cluster::update`, which builds the balancer's tables and swaps them in
 //! atomically. Requests never wait on discovery: a pick reads whatever set
 //! was swapped in last. A failing source keeps the last known set.
+//!
+//! Each dynamic cluster's `switchyard_discovery_*` metrics are recorded
+//! here: a set counts as an update once the applier has applied it, or at
+//! once when it equals the set the cluster already has (the driver does not
+//! republish it); every failed read of the source counts as an error.
 
 use std::{sync::Arc, time::Duration};
 
 use switchyard_config::{ClusterConfig, Discovery as DiscoveryConfig, DnsDiscovery, DnsLookup};
 use switchyard_discovery::{
-    Backoff, Discovered, Discovery, DnsOptions, DnsQuery, DnsSource, EtcdSource, RegistrySource,
-    SourceError, spawn,
+    Backoff, Discovered, Discovery, DnsOptions, DnsQuery, DnsSource, EndpointSet, EtcdSource,
+    RegistrySource, SourceError,
+    driver::{Observer, spawn_observed},
 };
 use switchyard_stack::cluster::{Cluster, EndpointSpec};
+use switchyard_telemetry::metrics::DiscoveryMetrics;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -78,6 +85,7 @@ pub(crate) fn start(
     cluster: Arc<Cluster>,
     opts: &DiscoveryOptions,
 ) -> Result<Option<ClusterDiscovery>, SourceError> {
+    let metrics = || cluster.metrics().discovery(cluster.name());
     let discovery = match &config.discovery {
         DiscoveryConfig::Static(eps) => {
             let specs: Vec<EndpointSpec> = eps
@@ -87,26 +95,37 @@ pub(crate) fn start(
             cluster.update(&specs);
             return Ok(None);
         }
-        DiscoveryConfig::Registry { url, service } => {
-            spawn(RegistrySource::new(url, service)?, opts.backoff)
-        }
+        DiscoveryConfig::Registry { url, service } => spawn_observed(
+            RegistrySource::new(url, service)?,
+            opts.backoff,
+            Counted(metrics()),
+        ),
         DiscoveryConfig::Dns(dns) => {
             let query = match &dns.lookup {
                 DnsLookup::Name(name) => DnsQuery::name(name)?,
                 DnsLookup::Srv(name) => DnsQuery::Srv(name.clone()),
             };
-            spawn(DnsSource::new(query, dns_options(dns))?, opts.backoff)
+            spawn_observed(
+                DnsSource::new(query, dns_options(dns))?,
+                opts.backoff,
+                Counted(metrics()),
+            )
         }
-        DiscoveryConfig::Etcd { endpoints, prefix } => {
-            spawn(EtcdSource::new(endpoints, prefix)?, opts.backoff)
-        }
+        DiscoveryConfig::Etcd { endpoints, prefix } => spawn_observed(
+            EtcdSource::new(endpoints, prefix)?,
+            opts.backoff,
+            Counted(metrics()),
+        ),
     };
+    // The same series as the observer's (one cluster, one set of series).
+    let metrics = metrics();
     let mut rx = discovery.subscribe();
     let applier = tokio::spawn(async move {
         // Ends when the source task ends (the discovery was dropped).
         while rx.changed().await.is_ok() {
             let set = rx.borrow_and_update().clone();
             cluster.update(&specs(&set));
+            metrics.updated();
         }
     });
     Ok(Some(ClusterDiscovery {
@@ -114,6 +133,24 @@ pub(crate) fn start(
         discovery,
         applier,
     }))
+}
+
+/// Counts what the applier never sees: sets equal to the applied one (the
+/// driver does not republish them, yet they are fresh news that the set
+/// still holds) and failed reads of the source.
+struct Counted(DiscoveryMetrics);
+
+impl Observer for Counted {
+    fn delivered(&self, _: &EndpointSet, changed: bool) {
+        // A changed set is counted by the applier once it is applied.
+        if !changed {
+            self.0.updated();
+        }
+    }
+
+    fn failed(&self, _: &SourceError) {
+        self.0.failed();
+    }
 }
 
 fn specs(set: &[Discovered]) -> Vec<EndpointSpec> {

@@ -17,7 +17,12 @@ use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time
 use switchyard_admin::AdminState;
 use switchyard_config::{Config, ListenerProtocol};
 use switchyard_stack::{
-    cluster::Cluster, drain, error::ErrorKind, proxy::HttpProxy, route::Router, server, tcp, udp,
+    cluster::{Cluster, L4Protocol},
+    drain,
+    error::ErrorKind,
+    proxy::HttpProxy,
+    route::Router,
+    server, tcp, udp,
 };
 use switchyard_telemetry::Metrics;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -180,6 +185,13 @@ impl Proxy {
                                 name: lc.name.clone(),
                                 what: format!("unknown cluster {name}"),
                             })?;
+                    // Before anything serves: /clusters and /metrics show
+                    // it as an L4 cluster from the start.
+                    cluster.set_l4(if lc.protocol == ListenerProtocol::Tcp {
+                        L4Protocol::Tcp
+                    } else {
+                        L4Protocol::Udp
+                    });
                     if lc.protocol == ListenerProtocol::Tcp {
                         Bound::Tcp {
                             listener: tcp::bind(lc.listen).map_err(bind_err)?,
@@ -326,7 +338,10 @@ impl Proxy {
         let admin = tokio::spawn(switchyard_admin::serve(self.admin, state.clone(), async {
             let _ = admin_stop_rx.await;
         }));
-        info!(admin = ?admin_addr, "admin listening");
+        info!(
+            admin = admin_addr.map(tracing::field::display),
+            "admin listening"
+        );
         state.set_ready(true);
 
         shutdown.await;
@@ -341,4 +356,37 @@ impl Proxy {
         let _ = admin.await;
         drained
     }
+}
+
+/// Every check [`Proxy::bind`] makes before it binds anything, without
+/// binding: the admin token rule and each cluster's discovery settings.
+/// `switchyard check` runs it so that a configuration it passes is one the
+/// proxy starts with. Needs a tokio runtime context (the etcd client is
+/// built lazily on one).
+pub fn preflight(config: &Config) -> Vec<StartError> {
+    use switchyard_config::{Discovery as D, DnsLookup};
+    use switchyard_discovery::{DnsQuery, EtcdSource, RegistrySource};
+    let mut errors = Vec::new();
+    let env_token = std::env::var(switchyard_admin::TOKEN_ENV).ok();
+    if let Err(e) = switchyard_admin::Token::resolve(&config.admin, env_token.as_deref()) {
+        errors.push(StartError::AdminToken(e));
+    }
+    for cc in &config.clusters {
+        let checked = match &cc.discovery {
+            D::Static(_) => Ok(()),
+            D::Registry { url, service } => RegistrySource::new(url, service).map(drop),
+            D::Dns(dns) => match &dns.lookup {
+                DnsLookup::Name(name) => DnsQuery::name(name).map(drop),
+                DnsLookup::Srv(_) => Ok(()),
+            },
+            D::Etcd { endpoints, prefix } => EtcdSource::new(endpoints, prefix).map(drop),
+        };
+        if let Err(source) = checked {
+            errors.push(StartError::Discovery {
+                cluster: cc.name.clone(),
+                source,
+            });
+        }
+    }
+    errors
 }

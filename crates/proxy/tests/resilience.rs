@@ -260,18 +260,12 @@ async fn deadlines_propagate_through_chained_proxies() {
     let (a, _b) = chain(&backend, "  timeout = \"2s\"", "  timeout = \"10s\"").await;
     let r = get(a.addr, "/x").await;
     assert_eq!(r.status(), 200);
+    // A route timeout bounds the wait for the response head at its own hop;
+    // it is not the caller's deadline and is not sent on.
     let seen = backend.last_request().unwrap();
-    let ms: u64 = seen
-        .header("x-switchyard-timeout-ms")
-        .expect("deadline forwarded")
-        .parse()
-        .unwrap();
-    assert!(
-        ms <= 2000 && ms > 1000,
-        "backend saw {ms}ms left of the first hop's 2s"
-    );
+    assert!(seen.header("x-switchyard-timeout-ms").is_none(), "{seen:?}");
 
-    // A caller's shorter deadline wins at every hop.
+    // A caller's deadline travels the whole chain, shortened at each hop.
     let mut req = request(Method::GET, "/x", Bytes::new());
     req.headers_mut()
         .insert("x-switchyard-timeout-ms", "700".parse().unwrap());

@@ -1,6 +1,11 @@
 //! The L4 TCP proxy: each accepted connection is spliced to one endpoint of
 //! a cluster. No protocol sniffing: server-speaks-first protocols (MySQL,
 //! SMTP, Redis replicas) work without delay.
+//!
+//! Each connection counts once in the endpoint's requests
+//! (`switchyard_endpoint_requests_total`) once the upstream connect
+//! succeeded, and the bytes it moves to and from the endpoint in
+//! `switchyard_endpoint_bytes_total`.
 
 use std::{
     io,
@@ -22,7 +27,12 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{cluster::Cluster, drain, error::ProxyError, upstream::connect};
+use crate::{
+    cluster::{Cluster, L4Protocol, L4Stats},
+    drain,
+    error::ProxyError,
+    upstream::connect,
+};
 
 /// Endpoints tried per connection: a connect failure never reached the
 /// upstream, so trying another endpoint is always safe.
@@ -37,6 +47,8 @@ pub async fn serve_tcp(
     idle_timeout: Duration,
     mut watch: drain::Watch,
 ) {
+    // Normally done when the listener was built; idempotent.
+    cluster.set_l4(L4Protocol::Tcp);
     // Connections belong to this task, so aborting it closes them.
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -86,11 +98,12 @@ async fn proxy_connection(
     };
     // For TCP, "least request" balances open connections.
     let _in_flight = endpoint.load().start();
+    endpoint.count_connection();
     let activity = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
-    let mut down = Tracked::new(&mut downstream, activity.clone(), epoch);
+    let mut down = Tracked::new(&mut downstream, activity.clone(), epoch, None);
     let mut up_stream = upstream;
-    let mut up = Tracked::new(&mut up_stream, activity.clone(), epoch);
+    let mut up = Tracked::new(&mut up_stream, activity.clone(), epoch, endpoint.l4());
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 64 * 1024, 64 * 1024);
     tokio::pin!(copy);
     let idle = tokio::time::sleep(idle_timeout);
@@ -119,16 +132,29 @@ async fn proxy_connection(
     }
 }
 
-/// Records the time of the last byte moved in either direction.
+/// Records the time of the last byte moved in either direction, and on
+/// the upstream side the bytes read from (rx) and written to (tx) the
+/// endpoint.
 struct Tracked<'a> {
     io: &'a mut TcpStream,
     last_ms: Arc<AtomicU64>,
     epoch: Instant,
+    bytes: Option<&'a L4Stats>,
 }
 
 impl<'a> Tracked<'a> {
-    fn new(io: &'a mut TcpStream, last_ms: Arc<AtomicU64>, epoch: Instant) -> Self {
-        Self { io, last_ms, epoch }
+    fn new(
+        io: &'a mut TcpStream,
+        last_ms: Arc<AtomicU64>,
+        epoch: Instant,
+        bytes: Option<&'a L4Stats>,
+    ) -> Self {
+        Self {
+            io,
+            last_ms,
+            epoch,
+            bytes,
+        }
     }
 
     fn touch(&self) {
@@ -145,8 +171,12 @@ impl AsyncRead for Tracked<'_> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut *self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
             self.touch();
+            if let Some(b) = self.bytes {
+                b.received(read);
+            }
         }
         res
     }
@@ -159,8 +189,11 @@ impl AsyncWrite for Tracked<'_> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut *self.io).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n @ 1..)) = res {
             self.touch();
+            if let Some(b) = self.bytes {
+                b.sent(n);
+            }
         }
         res
     }

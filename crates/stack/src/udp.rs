@@ -1,5 +1,10 @@
 //! The L4 UDP proxy: datagrams from each client address form a flow that is
 //! pinned to one endpoint until it has been quiet for the session timeout.
+//!
+//! Each flow (session) counts once in the endpoint's requests
+//! (`switchyard_endpoint_requests_total`) and as one in flight while it
+//! lives; the payload bytes relayed to and from the endpoint count in
+//! `switchyard_endpoint_bytes_total`.
 
 use std::{
     collections::HashMap,
@@ -13,7 +18,10 @@ use switchyard_balance::Target;
 use tokio::{net::UdpSocket, time::Instant};
 use tracing::{debug, warn};
 
-use crate::{cluster::Cluster, drain};
+use crate::{
+    cluster::{Cluster, Endpoint, L4Protocol},
+    drain,
+};
 
 /// The largest UDP payload (65,535 minus the IPv4 and UDP headers).
 const MAX_DATAGRAM: usize = 65_507;
@@ -22,7 +30,14 @@ const MAX_DATAGRAM: usize = 65_507;
 /// dropped (and logged) rather than letting the flow table grow unbounded.
 const MAX_FLOWS: usize = 16_384;
 
-type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+/// One client's session: the upstream socket connected to its endpoint.
+#[derive(Clone)]
+struct Flow {
+    socket: Arc<UdpSocket>,
+    endpoint: Arc<Endpoint>,
+}
+
+type Flows = Arc<Mutex<HashMap<SocketAddr, Flow>>>;
 
 /// Binds a UDP listener.
 pub async fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -36,6 +51,8 @@ pub async fn serve_udp(
     session_timeout: Duration,
     mut watch: drain::Watch,
 ) {
+    // Normally done when the listener was built; idempotent.
+    cluster.set_l4(L4Protocol::Udp);
     let socket = Arc::new(socket);
     let flows: Flows = Arc::new(Mutex::new(HashMap::new()));
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -53,22 +70,27 @@ pub async fn serve_udp(
             _ = watch.signaled() => return,
         };
         let existing = lock(&flows).get(&client).cloned();
-        let upstream = match existing {
-            Some(u) => u,
+        let flow = match existing {
+            Some(f) => f,
             None => {
                 match open_flow(&socket, &flows, &cluster, client, session_timeout, &watch).await {
-                    Some(u) => u,
+                    Some(f) => f,
                     None => continue,
                 }
             }
         };
-        if let Err(e) = upstream.send(&buf[..n]).await {
-            debug!(%client, error = %e, "udp send upstream failed");
+        match flow.socket.send(&buf[..n]).await {
+            Ok(sent) => {
+                if let Some(l4) = flow.endpoint.l4() {
+                    l4.sent(sent);
+                }
+            }
+            Err(e) => debug!(%client, error = %e, "udp send upstream failed"),
         }
     }
 }
 
-fn lock(flows: &Flows) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<UdpSocket>>> {
+fn lock(flows: &Flows) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Flow>> {
     // Plain map operations cannot leave it inconsistent, even on a panic.
     flows.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -82,7 +104,7 @@ async fn open_flow(
     client: SocketAddr,
     timeout: Duration,
     watch: &drain::Watch,
-) -> Option<Arc<UdpSocket>> {
+) -> Option<Flow> {
     if lock(flows).len() >= MAX_FLOWS {
         warn!(%client, "udp flow table full, dropping datagram");
         return None;
@@ -110,12 +132,19 @@ async fn open_flow(
         debug!(endpoint = %endpoint.addr(), error = %e, "udp connect failed");
         return None;
     }
-    let upstream = Arc::new(upstream);
-    lock(flows).insert(client, upstream.clone());
+    let flow = Flow {
+        socket: Arc::new(upstream),
+        endpoint,
+    };
+    lock(flows).insert(client, flow.clone());
     let listener = listener.clone();
     let flows = flows.clone();
-    let relay = upstream.clone();
+    let relay = flow.socket.clone();
+    let endpoint = flow.endpoint.clone();
     let mut watch = watch.clone();
+    // Counted before the first datagram goes out, so that a scrape never
+    // sees bytes of a session it has not counted.
+    endpoint.count_session();
     tokio::spawn(async move {
         // The flow counts as one in-flight unit for least-request balancing.
         let _in_flight = endpoint.load().start();
@@ -126,6 +155,9 @@ async fn open_flow(
                 r = relay.recv(&mut buf) => match r {
                     Ok(n) => {
                         deadline = Instant::now() + timeout;
+                        if let Some(l4) = endpoint.l4() {
+                            l4.received(n);
+                        }
                         if let Err(e) = listener.send_to(&buf[..n], client).await {
                             debug!(%client, error = %e, "udp send downstream failed");
                         }
@@ -141,5 +173,5 @@ async fn open_flow(
         }
         lock(&flows).remove(&client);
     });
-    Some(upstream)
+    Some(flow)
 }

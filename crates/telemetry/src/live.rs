@@ -53,6 +53,12 @@ impl LiveStats {
         self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an error found after the request was recorded: a gRPC call
+    /// whose failure arrived in its trailers.
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The cumulative counts so far.
     pub fn snapshot(&self) -> LiveSnapshot {
         LiveSnapshot {

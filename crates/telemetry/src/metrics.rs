@@ -65,6 +65,7 @@ pub struct RouteLive {
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
+    grpc_requests: Family<GrpcLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     errors: Family<ErrorLabels, Counter>,
     connections_total: Family<ListenerLabels, Counter>,
@@ -79,6 +80,7 @@ pub struct Metrics {
     /// current state.
     pub endpoint_state: Family<EndpointStateLabels, Gauge>,
     endpoint_requests: Family<EndpointLabels, Counter>,
+    endpoint_bytes: Family<EndpointBytesLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     health_checks: Family<HealthCheckLabels, Counter>,
     discovery_updates: Family<ClusterLabels, Counter>,
@@ -139,6 +141,11 @@ impl Metrics {
             by_class,
             duration,
             live,
+            grpc: Arc::new(handles::GrpcCodes::new(
+                self.grpc_requests.clone(),
+                listener,
+                route,
+            )),
         }
     }
 
@@ -230,6 +237,20 @@ impl Metrics {
         })
     }
 
+    /// The byte counters of one endpoint of an L4 (tcp/udp) cluster,
+    /// `[rx, tx]`: received from the endpoint and sent to it. Only L4
+    /// clusters resolve them, so HTTP endpoints export no byte series.
+    pub fn endpoint_bytes(&self, cluster: &str, endpoint: &str) -> [Counter; 2] {
+        ["rx", "tx"].map(|direction| {
+            self.endpoint_bytes
+                .get_or_create_owned(&EndpointBytesLabels {
+                    cluster: cluster.to_owned(),
+                    endpoint: endpoint.to_owned(),
+                    direction: direction.to_owned(),
+                })
+        })
+    }
+
     /// Live stats of one endpoint (outcomes and latency of the attempts sent
     /// to it), resolved when the endpoint joins; the admin feed reads them
     /// with [`Metrics::endpoint_live`].
@@ -255,6 +276,13 @@ impl Metrics {
             endpoint: endpoint.to_owned(),
         };
         self.endpoint_requests.remove(&labels);
+        for direction in ["rx", "tx"] {
+            self.endpoint_bytes.remove(&EndpointBytesLabels {
+                cluster: cluster.to_owned(),
+                endpoint: endpoint.to_owned(),
+                direction: direction.to_owned(),
+            });
+        }
         self.endpoint_in_flight.remove(&labels);
         self.endpoint_available.remove(&labels);
         self.endpoint_latency_ewma.remove(&labels);
@@ -330,6 +358,30 @@ mod tests {
         assert!(!text.contains("# UNIT"));
         assert!(text.contains("switchyard_request_duration_seconds_count"));
         assert_eq!(m.route_live()[0].stats.snapshot().requests, 1);
+    }
+
+    #[test]
+    fn grpc_outcomes_count_by_code_and_errors_reach_live_stats() {
+        let m = Metrics::new();
+        let r = m.route("public", "grpc");
+        // No gRPC call yet: no series (created on first use).
+        assert!(!m.render().contains("switchyard_grpc_requests_total{"));
+        r.record(200, std::time::Duration::from_millis(1));
+        r.record_grpc(14);
+        r.record(200, std::time::Duration::from_millis(1));
+        r.record_grpc(0);
+        r.record(200, std::time::Duration::from_millis(1));
+        r.record_grpc(99);
+        let text = m.render();
+        for line in [
+            "switchyard_grpc_requests_total{listener=\"public\",route=\"grpc\",code=\"unavailable\"} 1",
+            "switchyard_grpc_requests_total{listener=\"public\",route=\"grpc\",code=\"ok\"} 1",
+            "switchyard_grpc_requests_total{listener=\"public\",route=\"grpc\",code=\"unknown\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        let live = m.route_live()[0].stats.snapshot();
+        assert_eq!((live.requests, live.errors), (3, 2));
     }
 
     #[test]

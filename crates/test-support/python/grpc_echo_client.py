@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """A grpcio conformance client for the Switchyard Echo test service.
 
-Usage: grpc_echo_client.py TARGET   (e.g. 127.0.0.1:50051)
+Usage: grpc_echo_client.py TARGET [--scenario conformance|long-streams|unary-calls]
 
 Runs a unary call with a 4 MiB payload, a client stream, a server stream of
 50 replies, a bidi stream of 20 messages, a unary call that must fail with
 INVALID_ARGUMENT and its message, and a server stream that must fail after
 its replies (status in trailers after data). Prints one JSON summary line on
 stdout; exits 1 if any check failed.
+
+--scenario long-streams: a server stream, a client stream and a bidi stream
+of --messages messages --interval-ms apart (so they outlive a short route
+timeout), each with the deadline --deadline (seconds; 0: none).
+--scenario unary-calls: --calls unary calls; reports how many failed, by code.
 """
 
 import argparse
 import json
 import os
 import sys
+import time
 
 import grpc
 
@@ -27,6 +33,11 @@ def main():
     parser.add_argument("target")
     parser.add_argument("--timeout", type=float, default=30.0, help="per call, seconds")
     parser.add_argument("--proto-root", default=echo_stubs.PROTO_ROOT)
+    parser.add_argument("--scenario", default="conformance")
+    parser.add_argument("--messages", type=int, default=8)
+    parser.add_argument("--interval-ms", type=int, default=500)
+    parser.add_argument("--deadline", type=float, default=0.0)
+    parser.add_argument("--calls", type=int, default=20)
     args = parser.parse_args()
 
     echo_pb2, echo_pb2_grpc = echo_stubs.load(args.proto_root)
@@ -100,16 +111,64 @@ def main():
             return {"code": err.code().name, "replies_before_status": len(received)}
         raise AssertionError("the stream succeeded")
 
-    with grpc.insecure_channel(args.target, options=echo_stubs.CHANNEL_OPTIONS) as channel:
-        stub = echo_pb2_grpc.EchoStub(channel)
-        for name, check in [
+    n, pause = args.messages, args.interval_ms / 1000.0
+    stream_deadline = args.deadline or None
+
+    def paced(prefix):
+        for i in range(n):
+            if i:
+                time.sleep(pause)
+            yield Req(message=f"{prefix}{i}")
+
+    def long_server_stream(stub):
+        call = stub.ServerStream(
+            Req(message="ls", count=n, delay_ms=args.interval_ms), timeout=stream_deadline
+        )
+        replies = [r.index for r in call]
+        expect(replies == list(range(n)), f"replies {replies}")
+        return {"replies": len(replies)}
+
+    def long_client_stream(stub):
+        reply = stub.ClientStream(paced("lc"), timeout=stream_deadline)
+        expect(reply.index == n, f"count {reply.index}")
+        return {"messages": reply.index}
+
+    def long_bidi(stub):
+        replies = [r.index for r in stub.Bidi(paced("lb"), timeout=stream_deadline)]
+        expect(replies == list(range(n)), f"replies {replies}")
+        return {"replies": len(replies)}
+
+    def unary_calls(stub):
+        failed = {}
+        for i in range(args.calls):
+            try:
+                reply = stub.Unary(Req(message=f"u{i}"), timeout=timeout)
+                servers.add(reply.server)
+            except grpc.RpcError as err:
+                failed[err.code().name] = failed.get(err.code().name, 0) + 1
+        expect(not failed, f"failed calls by code: {failed}")
+        return {"calls": args.calls, "failed": failed}
+
+    scenarios = {
+        "conformance": [
             ("unary_4mib", unary_large),
             ("client_stream", client_stream),
             ("server_stream", server_stream),
             ("bidi", bidi),
             ("failing_unary", failing_unary),
             ("failing_server_stream", failing_server_stream),
-        ]:
+        ],
+        "long-streams": [
+            ("server_stream", long_server_stream),
+            ("client_stream", long_client_stream),
+            ("bidi", long_bidi),
+        ],
+        "unary-calls": [("unary_calls", unary_calls)],
+    }
+
+    with grpc.insecure_channel(args.target, options=echo_stubs.CHANNEL_OPTIONS) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        for name, check in scenarios[args.scenario]:
             try:
                 checks[name] = {"ok": True, **check(stub)}
             except Exception as err:  # noqa: BLE001 - every failure goes in the summary

@@ -8,6 +8,9 @@ implementation (switchyard-test-support, src/grpc.rs):
   - delay_ms: sleep before answering and before each streamed reply;
   - every reply carries the server's name in `server`.
 
+With --fail-code N every call fails at once with status N (a trailers-only
+answer), like an instance that is shutting down or overloaded.
+
 Prints "LISTENING <port>" on stdout once bound, then serves until killed.
 """
 
@@ -27,6 +30,7 @@ def main():
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--name", default="py-grpc", help="reported in EchoReply.server")
     parser.add_argument("--proto-root", default=echo_stubs.PROTO_ROOT)
+    parser.add_argument("--fail-code", type=int, default=0, help="fail every call with this code")
     args = parser.parse_args()
 
     echo_pb2, echo_pb2_grpc = echo_stubs.load(args.proto_root)
@@ -41,6 +45,8 @@ def main():
             time.sleep(request.delay_ms / 1000.0)
 
     def fail_if_asked(request, context):
+        if args.fail_code:
+            context.abort(echo_stubs.status_code(args.fail_code), f"{args.name} is failing")
         if request.fail_code:
             # abort() raises, ending the call with this status.
             context.abort(echo_stubs.status_code(request.fail_code), request.fail_message)
@@ -64,6 +70,8 @@ def main():
             )
 
         def ServerStream(self, request, context):
+            if args.fail_code:
+                fail_if_asked(request, context)
             for index in range(request.count):
                 delay(request)
                 yield reply(request, index)

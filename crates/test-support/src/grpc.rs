@@ -47,6 +47,8 @@ pub struct EchoService {
     name: Arc<str>,
     requests: Arc<AtomicU64>,
     last_metadata: Arc<Mutex<Option<MetadataMap>>>,
+    /// Every call fails at once with this code (a trailers-only answer).
+    fail_all: Option<Code>,
 }
 
 impl EchoService {
@@ -55,6 +57,15 @@ impl EchoService {
             name: name.into().into(),
             requests: Arc::new(AtomicU64::new(0)),
             last_metadata: Arc::new(Mutex::new(None)),
+            fail_all: None,
+        }
+    }
+
+    /// A service whose every call fails with `code`.
+    pub fn failing(name: impl Into<String>, code: Code) -> Self {
+        Self {
+            fail_all: Some(code),
+            ..Self::new(name)
         }
     }
 
@@ -65,12 +76,16 @@ impl EchoService {
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 
-    fn record<T>(&self, request: &Request<T>) {
+    fn record<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         *self
             .last_metadata
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(request.metadata().clone());
+        match self.fail_all {
+            Some(code) => Err(Status::new(code, format!("{} is failing", self.name))),
+            None => Ok(()),
+        }
     }
 
     fn reply(&self, request: &EchoRequest, index: u32) -> EchoReply {
@@ -102,7 +117,7 @@ async fn delay(request: &EchoRequest) {
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.record(&request);
+        self.record(&request)?;
         let request = request.into_inner();
         delay(&request).await;
         if let Some(status) = requested_failure(&request) {
@@ -115,7 +130,7 @@ impl Echo for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoReply>, Status> {
-        self.record(&request);
+        self.record(&request)?;
         let mut inbound = request.into_inner();
         let mut reply = EchoReply {
             server: self.name.to_string(),
@@ -139,7 +154,7 @@ impl Echo for EchoService {
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<ReplyStream>, Status> {
-        self.record(&request);
+        self.record(&request)?;
         let request = request.into_inner();
         let service = self.clone();
         // State: the next index, or None once the stream is over.
@@ -165,7 +180,7 @@ impl Echo for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        self.record(&request);
+        self.record(&request)?;
         let inbound = request.into_inner();
         let service = self.clone();
         // State: the inbound stream and the next index, or None once ended.
@@ -212,7 +227,19 @@ impl GrpcBackend {
     /// Starts on `addr` (e.g. the address of a previous instance, to
     /// simulate a restart). Panics if it cannot be bound.
     pub async fn start_on(name: impl Into<String>, addr: SocketAddr) -> GrpcBackend {
-        let service = EchoService::new(name);
+        Self::serve(EchoService::new(name), addr).await
+    }
+
+    /// Starts an instance whose every call fails with `code`.
+    pub async fn start_failing(name: impl Into<String>, code: Code) -> GrpcBackend {
+        Self::serve(
+            EchoService::failing(name, code),
+            (Ipv4Addr::LOCALHOST, 0).into(),
+        )
+        .await
+    }
+
+    async fn serve(service: EchoService, addr: SocketAddr) -> GrpcBackend {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|err| {

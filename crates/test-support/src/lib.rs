@@ -39,4 +39,4 @@ pub use eventually::{eventually, wait_for};
 pub use grpc::GrpcBackend;
 pub use ports::{free_addr, free_port};
 pub use process::ChildGuard;
-pub use python::{PyGrpcServer, python_venv, run_py_grpc_client};
+pub use python::{PyGrpcServer, python_venv, run_py_grpc_client, run_py_grpc_client_with};

@@ -264,9 +264,20 @@ impl PyGrpcServer {
     /// `port` (0: a free one). Panics, with the server's stderr, if it does
     /// not report `LISTENING` within a minute.
     pub async fn start_on(name: &str, port: u16) -> PyGrpcServer {
+        Self::start_with(name, port, &[]).await
+    }
+
+    /// Starts a server whose every call fails at once with `code` (a
+    /// trailers-only answer).
+    pub async fn start_failing(name: &str, code: i32) -> PyGrpcServer {
+        Self::start_with(name, 0, &["--fail-code", &code.to_string()]).await
+    }
+
+    async fn start_with(name: &str, port: u16, extra: &[&str]) -> PyGrpcServer {
         let python = venv_python_async().await;
         let mut child = script_command(&python, "grpc_echo_server.py")
             .args(["--name", name, "--port", &port.to_string()])
+            .args(extra)
             .spawn()
             .unwrap_or_else(|err| panic!("spawning {}: {err}", python.display()));
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -369,9 +380,18 @@ fn lock(text: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
 pub async fn run_py_grpc_client(
     target: impl std::fmt::Display,
 ) -> Result<serde_json::Value, PyError> {
+    run_py_grpc_client_with(target, &[]).await
+}
+
+/// Like [`run_py_grpc_client`] with extra arguments, e.g. `["--scenario",
+/// "long-streams", "--deadline", "0"]` (see the script's docstring).
+pub async fn run_py_grpc_client_with(
+    target: impl std::fmt::Display,
+    args: &[&str],
+) -> Result<serde_json::Value, PyError> {
     let python = venv_python_async().await;
     let mut command = script_command(&python, "grpc_echo_client.py");
-    command.arg(target.to_string());
+    command.arg(target.to_string()).args(args);
     // On timeout the future is dropped and kill_on_drop ends the child.
     let output = tokio::time::timeout(CLIENT_TIMEOUT, command.output())
         .await

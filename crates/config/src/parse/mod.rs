@@ -52,6 +52,7 @@ const LISTENER_KEYS: &[&str] = &[
 ];
 const HTTP_KEYS: &[&str] = &[
     "max_header_bytes",
+    "max_headers",
     "header_read_timeout",
     "idle_timeout",
     "max_connection_age",
@@ -226,7 +227,10 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
                 routes = items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, item)| route::route(ctx, item, &format!("{label}/{i}"), refs))
+                    .filter_map(|(i, item)| {
+                        refs.routes.push((label.to_owned(), i, Site::of(item)));
+                        route::route(ctx, item, &format!("{label}/{i}"), refs)
+                    })
                     .collect();
             }
         }
@@ -318,6 +322,9 @@ fn http_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> HttpServerConfig {
         max_header_bytes: t
             .opt(ctx, "max_header_bytes", |f, c| f.usize_min(c, 1))
             .unwrap_or(d.max_header_bytes),
+        max_headers: t
+            .opt(ctx, "max_headers", |f, c| f.usize_min(c, 1))
+            .unwrap_or(d.max_headers),
         header_read_timeout: t
             .opt(ctx, "header_read_timeout", Field::positive_duration)
             .unwrap_or(d.header_read_timeout),

@@ -12,7 +12,15 @@ use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Refs, Site};
 
 const ROUTE_KEYS: &[&str] = &[
-    "name", "match", "cluster", "split", "timeout", "retry", "hedge",
+    "name",
+    "match",
+    "cluster",
+    "split",
+    "timeout",
+    "max_stream_duration",
+    "upgrades",
+    "retry",
+    "hedge",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path_prefix", "method", "headers"];
 const SPLIT_KEYS: &[&str] = &["cluster", "weight"];
@@ -62,6 +70,10 @@ pub(super) fn route(
     let timeout = t
         .opt(ctx, "timeout", Field::positive_duration)
         .unwrap_or(ROUTE_TIMEOUT);
+    let max_stream_duration = t.opt(ctx, "max_stream_duration", Field::positive_duration);
+    let upgrades = t
+        .opt(ctx, "upgrades", |f, c| f.array_of(c, upgrade))
+        .unwrap_or_else(|| vec!["websocket".to_owned()]);
     let retry = t
         .opt(ctx, "retry", |f, c| f.table(c, RETRY_KEYS))
         .map(|r| retry(ctx, &r, timeout));
@@ -73,6 +85,8 @@ pub(super) fn route(
         matcher,
         destination: destination.unwrap_or(Destination::Split(Vec::new())),
         timeout,
+        max_stream_duration,
+        upgrades,
         retry,
         hedge,
     })
@@ -126,6 +140,22 @@ fn url_path(f: &Field<'_, '_>, ctx: &mut Ctx<'_>) -> Option<String> {
         return f.invalid(ctx, "a path starting with \"/\"");
     }
     Some(s.to_owned())
+}
+
+/// An HTTP/1.1 upgrade protocol name (`websocket`), lowercased. `h2c` is
+/// refused: a tunnelled h2c connection carries requests past routing.
+fn upgrade(f: &Field<'_, '_>, ctx: &mut Ctx<'_>) -> Option<String> {
+    let s = f.str(ctx)?;
+    if s.eq_ignore_ascii_case("h2c") {
+        return f.invalid(
+            ctx,
+            "an upgrade protocol other than \"h2c\" (an h2c tunnel would carry requests past routing)",
+        );
+    }
+    if !is_token(s) {
+        return f.invalid(ctx, "an upgrade protocol name such as \"websocket\"");
+    }
+    Some(s.to_ascii_lowercase())
 }
 
 /// RFC 9110 `token`: what method and header names are made of.

@@ -82,6 +82,13 @@ fn decode(kv: &KeyValue) -> Result<(String, Instance), StoreError> {
     Ok((service, inst))
 }
 
+/// Entry point for the fuzz targets (`fuzz/`): [`decode`] of one etcd
+/// key-value, as the store's reload and watch read it.
+#[doc(hidden)]
+pub fn decode_record(kv: &KeyValue) -> Result<(String, Instance), StoreError> {
+    decode(kv)
+}
+
 fn encode(instance: &Instance) -> Vec<u8> {
     // Serializing a struct of strings, numbers and a string map cannot fail.
     serde_json::to_vec(instance).expect("an instance serializes")

@@ -3,21 +3,91 @@
 //! An enum rather than a boxed trait object: the proxy forwards hyper's
 //! `Incoming` bodies in both directions and answers some requests itself, and
 //! a closed set of variants keeps that free of per-request allocation.
+//!
+//! A request body that fails on the client's side (a bad chunk, a client
+//! that vanished mid-upload) marks its [`DownstreamState`], so that the
+//! failure of the upstream attempt it breaks is classified as the client's
+//! and never blamed on the endpoint, retried or ended cleanly upstream.
+
+mod error;
+mod grpc;
+mod replay;
+mod timed;
 
 use std::{
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
-mod replay;
-
+pub use error::BodyError;
+pub use grpc::{GrpcEnd, GrpcObserved, OnGrpcEnd};
 pub use replay::ReplayBody;
+pub use timed::{StreamLimits, TimedBody};
 
 use crate::upstream::ResponseGuard;
+
+/// How far a downstream request body has come, shared by every attempt
+/// that sends it: whether it failed, and when it ended (the route timeout
+/// counts from there, so a client stream may last longer than it).
+#[derive(Clone, Debug)]
+pub struct DownstreamState(Arc<StateInner>);
+
+#[derive(Debug)]
+struct StateInner {
+    failed: AtomicBool,
+    /// Nanoseconds after `epoch` at which the body ended, plus one; 0 while
+    /// it is still streaming.
+    ended: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for DownstreamState {
+    fn default() -> Self {
+        Self(Arc::new(StateInner {
+            failed: AtomicBool::new(false),
+            ended: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }))
+    }
+}
+
+impl DownstreamState {
+    pub fn failed(&self) -> bool {
+        self.0.failed.load(Ordering::Acquire)
+    }
+
+    /// When the body was received completely, or `None` while the client
+    /// is still sending it (or after it failed).
+    pub fn ended_at(&self) -> Option<Instant> {
+        match self.0.ended.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.0.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn mark_failed(&self) {
+        self.0.failed.store(true, Ordering::Release);
+    }
+
+    fn mark_ended(&self) {
+        let n = u64::try_from(self.0.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        // Only the first end counts; replays end again later.
+        let _ = self
+            .0
+            .ended
+            .compare_exchange(0, n + 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
 
 /// A request or response body.
 #[derive(Debug, Default)]
@@ -32,6 +102,11 @@ enum Kind {
     Full(Option<Bytes>),
     /// Streamed from a peer as it arrives.
     Incoming(Incoming),
+    /// A downstream request body streamed once to the upstream.
+    Downstream {
+        body: Incoming,
+        state: DownstreamState,
+    },
     /// A request body that a retry can send again.
     Replay(ReplayBody),
     /// A response streamed from an upstream; the guard returns the connection
@@ -40,6 +115,14 @@ enum Kind {
         body: Incoming,
         guard: Option<ResponseGuard>,
     },
+    /// A body under stream limits (idle timeout, maximum duration); boxed
+    /// because only some requests carry one.
+    Timed(Box<TimedBody>),
+    /// A gRPC response whose status is reported when its trailers pass.
+    Grpc(Box<GrpcObserved>),
+    /// Frames from a channel, for unit tests of body wrappers.
+    #[cfg(test)]
+    Test(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::convert::Infallible>>),
 }
 
 impl Body {
@@ -60,6 +143,53 @@ impl Body {
     pub fn incoming(body: Incoming) -> Self {
         Self {
             kind: Kind::Incoming(body),
+        }
+    }
+
+    /// A downstream request body sent once; `state` learns whether it
+    /// failed.
+    pub fn downstream(body: Incoming, state: DownstreamState) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            state.mark_ended();
+        }
+        Self {
+            kind: Kind::Downstream { body, state },
+        }
+    }
+
+    /// This body under `limits`.
+    pub fn timed(self, limits: StreamLimits) -> Self {
+        Self {
+            kind: Kind::Timed(Box::new(TimedBody::new(self, limits))),
+        }
+    }
+
+    /// This body, telling `hook` how the gRPC call it carries ended.
+    pub fn on_grpc_end(self, hook: Box<dyn OnGrpcEnd>) -> Self {
+        Self {
+            kind: Kind::Grpc(Box::new(GrpcObserved::new(self, hook))),
+        }
+    }
+
+    /// The failure state of the downstream request body this body sends, if
+    /// it sends one.
+    pub fn downstream_state(&self) -> Option<DownstreamState> {
+        match &self.kind {
+            Kind::Downstream { state, .. } => Some(state.clone()),
+            Kind::Replay(r) => Some(r.state()),
+            Kind::Timed(t) => t.inner().downstream_state(),
+            Kind::Grpc(g) => g.inner().downstream_state(),
+            _ => None,
+        }
+    }
+
+    /// A body fed from a channel, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn test_channel(
+        rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::convert::Infallible>>,
+    ) -> Self {
+        Self {
+            kind: Kind::Test(rx),
         }
     }
 
@@ -90,20 +220,40 @@ impl Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         // Every variant is `Unpin`, so no projection is needed.
         match &mut self.get_mut().kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Incoming(body) => Pin::new(body).poll_frame(cx),
-            Kind::Replay(body) => Pin::new(body).poll_frame(cx),
-            Kind::Upstream { body, guard } => {
+            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::Upstream),
+            Kind::Downstream { body, state } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => state.mark_ended(),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => state.mark_ended(),
+                    _ => {}
+                }
+                polled.map_err(|e| {
+                    state.mark_failed();
+                    BodyError::Downstream(e)
+                })
+            }
+            Kind::Replay(body) => Pin::new(body).poll_frame(cx),
+            Kind::Timed(body) => body.poll_frame(cx),
+            Kind::Grpc(body) => body.poll_frame(cx),
+            #[cfg(test)]
+            Kind::Test(rx) => rx
+                .poll_recv(cx)
+                .map(|f| f.map(|f| Ok(f.unwrap_or_else(|e| match e {})))),
+            Kind::Upstream { body, guard } => {
+                let polled = Pin::new(&mut *body)
+                    .poll_frame(cx)
+                    .map_err(BodyError::Upstream);
                 match &polled {
                     Poll::Ready(None) => {
                         if let Some(g) = guard.take() {
@@ -135,8 +285,14 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(data) => data.is_none(),
-            Kind::Incoming(body) | Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Incoming(body) | Kind::Downstream { body, .. } | Kind::Upstream { body, .. } => {
+                body.is_end_stream()
+            }
             Kind::Replay(body) => body.is_end_stream(),
+            Kind::Timed(body) => body.is_end_stream(),
+            Kind::Grpc(body) => body.is_end_stream(),
+            #[cfg(test)]
+            Kind::Test(_) => false,
         }
     }
 
@@ -144,8 +300,14 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Incoming(body) | Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Incoming(body) | Kind::Downstream { body, .. } | Kind::Upstream { body, .. } => {
+                body.size_hint()
+            }
             Kind::Replay(body) => body.size_hint(),
+            Kind::Timed(body) => body.size_hint(),
+            Kind::Grpc(body) => body.size_hint(),
+            #[cfg(test)]
+            Kind::Test(_) => SizeHint::default(),
         }
     }
 }

@@ -8,6 +8,10 @@
 //! the cap stops being copied and cannot be retried — it still streams.
 //! Streaming calls (gRPC bidi) keep working because nothing waits for the
 //! end of the body.
+//!
+//! A body whose client side failed is never replayed and never ends
+//! cleanly: every view that reaches the point of failure fails too, so an
+//! upstream never sees a truncated body as a complete request.
 
 use std::{
     pin::Pin,
@@ -19,6 +23,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::{BodyError, DownstreamState};
 
 #[derive(Debug)]
 struct Shared {
@@ -38,16 +44,21 @@ pub struct ReplayBody {
     next: usize,
     trailers_sent: bool,
     hint: SizeHint,
+    state: DownstreamState,
 }
 
 impl ReplayBody {
-    /// Wraps `source`, copying up to `cap` bytes for replay.
-    pub fn new(source: Incoming, cap: usize) -> Self {
+    /// Wraps `source`, copying up to `cap` bytes for replay; `state` learns
+    /// how the client's side of the body went.
+    pub fn new(source: Incoming, cap: usize, state: DownstreamState) -> Self {
         let hint = source.size_hint();
         // A body known to exceed the cap will never be replayable; skip
         // copying it at all.
         let overflowed = hint.lower() > cap as u64;
         let done = source.is_end_stream();
+        if done {
+            state.mark_ended();
+        }
         Self {
             shared: Arc::new(Mutex::new(Shared {
                 source,
@@ -61,6 +72,7 @@ impl ReplayBody {
             next: 0,
             trailers_sent: false,
             hint,
+            state,
         }
     }
 
@@ -72,7 +84,7 @@ impl ReplayBody {
     /// A fresh view for another attempt, or `None` when the body outgrew
     /// the cap and can no longer be replayed.
     pub fn replay(&self) -> Option<ReplayBody> {
-        if self.lock().overflowed {
+        if self.lock().overflowed || self.state.failed() {
             return None;
         }
         Some(ReplayBody {
@@ -80,7 +92,13 @@ impl ReplayBody {
             next: 0,
             trailers_sent: false,
             hint: self.hint,
+            state: self.state.clone(),
         })
+    }
+
+    /// Whether the client's side of this body failed.
+    pub(super) fn state(&self) -> DownstreamState {
+        self.state.clone()
     }
 
     /// Whether the whole body has been received (and is held in memory).
@@ -92,12 +110,12 @@ impl ReplayBody {
 
 impl http_body::Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let shared = this.shared.clone();
         let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -105,6 +123,9 @@ impl http_body::Body for ReplayBody {
             let chunk = s.chunks[this.next].clone();
             this.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.state.failed() {
+            return Poll::Ready(Some(Err(BodyError::DownstreamIncomplete)));
         }
         if s.done {
             if !this.trailers_sent {
@@ -119,13 +140,18 @@ impl http_body::Body for ReplayBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 s.done = true;
+                this.state.mark_ended();
                 this.trailers_sent = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                this.state.mark_failed();
+                Poll::Ready(Some(Err(BodyError::Downstream(e))))
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if s.source.is_end_stream() {
                     s.done = true;
+                    this.state.mark_ended();
                 }
                 match frame.into_data() {
                     Ok(data) => {
@@ -145,6 +171,7 @@ impl http_body::Body for ReplayBody {
                         Ok(t) => {
                             s.trailers = Some(t.clone());
                             s.done = true;
+                            this.state.mark_ended();
                             this.trailers_sent = true;
                             Poll::Ready(Some(Ok(Frame::trailers(t))))
                         }

@@ -3,8 +3,8 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -39,6 +39,51 @@ pub struct Endpoint {
     /// Recent request rate, latency percentiles and errors, for the live
     /// feed and dashboard.
     stats: Arc<LiveStats>,
+    /// Connections, sessions and bytes, for endpoints of clusters that tcp
+    /// or udp listeners use; attached when the cluster learns that role.
+    l4: OnceLock<L4Stats>,
+}
+
+/// What an L4 listener moved through one endpoint.
+#[derive(Debug)]
+pub struct L4Stats {
+    connections: AtomicU64,
+    sessions: AtomicU64,
+    /// `switchyard_endpoint_bytes_total{direction="rx"}`: received from the
+    /// endpoint.
+    rx: Counter,
+    /// `direction="tx"`: sent to the endpoint.
+    tx: Counter,
+}
+
+impl L4Stats {
+    /// TCP connections proxied to the endpoint.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// UDP sessions (client flows) pinned to the endpoint.
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received from the endpoint.
+    pub fn rx(&self) -> u64 {
+        self.rx.get()
+    }
+
+    /// Bytes sent to the endpoint.
+    pub fn tx(&self) -> u64 {
+        self.tx.get()
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.rx.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.tx.inc_by(bytes as u64);
+    }
 }
 
 impl Endpoint {
@@ -58,6 +103,7 @@ impl Endpoint {
             health: EndpointHealth::new(),
             requests,
             stats,
+            l4: OnceLock::new(),
         }
     }
 
@@ -87,6 +133,44 @@ impl Endpoint {
 
     pub fn requests(&self) -> u64 {
         self.requests.get()
+    }
+
+    /// Gives the endpoint its byte counters `[rx, tx]` once its cluster is
+    /// known to serve a tcp or udp listener; later calls keep the first.
+    pub(crate) fn attach_l4(&self, bytes: impl FnOnce() -> [Counter; 2]) {
+        self.l4.get_or_init(|| {
+            let [rx, tx] = bytes();
+            L4Stats {
+                connections: AtomicU64::new(0),
+                sessions: AtomicU64::new(0),
+                rx,
+                tx,
+            }
+        });
+    }
+
+    /// The endpoint's L4 figures, if its cluster serves a tcp or udp
+    /// listener.
+    pub fn l4(&self) -> Option<&L4Stats> {
+        self.l4.get()
+    }
+
+    /// Counts a TCP connection proxied to the endpoint: one request in
+    /// `switchyard_endpoint_requests_total`.
+    pub(crate) fn count_connection(&self) {
+        self.requests.inc();
+        if let Some(l4) = self.l4() {
+            l4.connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a UDP session pinned to the endpoint: one request in
+    /// `switchyard_endpoint_requests_total`.
+    pub(crate) fn count_session(&self) {
+        self.requests.inc();
+        if let Some(l4) = self.l4() {
+            l4.sessions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

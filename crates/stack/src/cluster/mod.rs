@@ -8,7 +8,10 @@ pub mod health;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
@@ -24,7 +27,7 @@ use switchyard_telemetry::{ClusterMetrics, Decision, Metrics};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, L4Stats};
 
 use crate::{
     body::Body,
@@ -54,6 +57,26 @@ pub struct Cluster {
     /// the load statistics, health and pooled connections) of endpoints that
     /// stay. Only touched by updates, never on the request path.
     members: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    /// The [`L4Protocol`] bits of the tcp/udp listeners using the cluster;
+    /// 0 for a cluster only HTTP routes use.
+    l4: AtomicU8,
+}
+
+/// The kind of an L4 listener that sends its connections or datagrams to
+/// a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+}
+
+impl L4Protocol {
+    fn bit(self) -> u8 {
+        match self {
+            L4Protocol::Tcp => 1,
+            L4Protocol::Udp => 2,
+        }
+    }
 }
 
 /// A discovered endpoint: where it is, its share of traffic, and whether it
@@ -119,7 +142,50 @@ impl Cluster {
             health: config.health.clone(),
             latency: LatencyWindow::new(LATENCY_PERIOD),
             members: Mutex::new(HashMap::new()),
+            l4: AtomicU8::new(0),
         }
+    }
+
+    /// Records that a tcp or udp listener uses this cluster: `/clusters`
+    /// then reports it as `tcp`/`udp` instead of its HTTP upstream
+    /// protocol, and its endpoints count connections, sessions and bytes
+    /// (`switchyard_endpoint_bytes_total`). Idempotent; call it when the
+    /// listener is built, before it serves, so the series exist from the
+    /// start. `serve_tcp`/`serve_udp` call it too.
+    pub fn set_l4(&self, protocol: L4Protocol) {
+        let before = self.l4.fetch_or(protocol.bit(), Ordering::AcqRel);
+        if before != 0 {
+            return;
+        }
+        // Endpoints discovered before the role was known get their counters
+        // now; `update` attaches them to later ones. The flag is set before
+        // taking the lock, so an update racing with this sees one or the
+        // other.
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        for ep in members.values() {
+            self.attach_l4(ep);
+        }
+    }
+
+    /// Whether a tcp or udp listener uses this cluster.
+    pub fn is_l4(&self) -> bool {
+        self.l4.load(Ordering::Acquire) != 0
+    }
+
+    fn uses(&self, protocol: L4Protocol) -> bool {
+        self.l4.load(Ordering::Acquire) & protocol.bit() != 0
+    }
+
+    fn attach_l4(&self, ep: &Endpoint) {
+        ep.attach_l4(|| {
+            self.metrics
+                .endpoint_bytes(&self.name, &ep.addr().to_string())
+        });
+    }
+
+    /// The metrics this cluster records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn name(&self) -> &str {
@@ -128,6 +194,21 @@ impl Cluster {
 
     pub fn protocol(&self) -> UpstreamProtocol {
         self.settings.protocol
+    }
+
+    /// What `/clusters` calls the cluster's protocol: `tcp`, `udp` or
+    /// `tcp+udp` for a cluster that tcp/udp listeners use, else its HTTP
+    /// upstream protocol (`http1`, `http2`).
+    pub fn protocol_name(&self) -> &'static str {
+        match (self.uses(L4Protocol::Tcp), self.uses(L4Protocol::Udp)) {
+            (true, true) => "tcp+udp",
+            (true, false) => "tcp",
+            (false, true) => "udp",
+            (false, false) => match self.settings.protocol {
+                UpstreamProtocol::Http1 => "http1",
+                UpstreamProtocol::Http2 => "http2",
+            },
+        }
     }
 
     pub fn hash_on(&self) -> Option<&HashOn> {
@@ -197,6 +278,9 @@ impl Cluster {
                         .endpoint_stats(&self.name, &spec.addr.to_string()),
                 )),
             };
+            if self.is_l4() {
+                self.attach_l4(&ep);
+            }
             next.insert(spec.addr, ep.clone());
             list.push(ep);
         }
@@ -244,6 +328,7 @@ impl Cluster {
         let in_flight = endpoint.load().start();
         endpoint.count_request();
         let started = Instant::now();
+        let downstream = req.body().downstream_state();
         match endpoint.pool().send(req).await {
             Ok((resp, checkin)) => {
                 let elapsed = started.elapsed();
@@ -268,6 +353,13 @@ impl Cluster {
                 Ok(Response::from_parts(parts, Body::upstream(body, guard)))
             }
             Err(e) => {
+                // An attempt broken by the client's body is the client's
+                // failure whatever the upstream connection reported: never
+                // blamed on the endpoint, never retried.
+                let e = match downstream {
+                    Some(d) if d.failed() => e.reclassified(ErrorKind::DownstreamBody),
+                    _ => e,
+                };
                 if e.kind().blames_endpoint() {
                     // A failure is a strong signal: record it as a slow
                     // response so that peak-EWMA steers away at once.
@@ -402,16 +494,23 @@ impl Cluster {
                     consecutive_failures: ep.health().consecutive_failures(),
                     connections_open: ep.pool().open_connections(),
                     connections_idle: ep.pool().idle_connections(),
+                    tcp_connections: ep
+                        .l4()
+                        .filter(|_| self.uses(L4Protocol::Tcp))
+                        .map(L4Stats::connections),
+                    udp_sessions: ep
+                        .l4()
+                        .filter(|_| self.uses(L4Protocol::Udp))
+                        .map(L4Stats::sessions),
+                    bytes_rx: ep.l4().map(L4Stats::rx),
+                    bytes_tx: ep.l4().map(L4Stats::tx),
                 }
             })
             .collect();
         ClusterSnapshot {
             name: self.name.to_string(),
             balance: self.balancer.strategy().as_str(),
-            protocol: match self.settings.protocol {
-                UpstreamProtocol::Http1 => "http1",
-                UpstreamProtocol::Http2 => "http2",
-            },
+            protocol: self.protocol_name(),
             active_requests: self.requests.current(),
             active_retries: self.retries.current(),
             retry_budget_remaining: self.budget.remaining(),
@@ -469,6 +568,8 @@ fn strategy(b: BalanceStrategy) -> Strategy {
 pub struct ClusterSnapshot {
     pub name: String,
     pub balance: &'static str,
+    /// `http1` or `http2` (the upstream protocol of HTTP routes), or `tcp`,
+    /// `udp`, `tcp+udp` for a cluster that tcp/udp listeners use.
     pub protocol: &'static str,
     pub active_requests: usize,
     pub active_retries: usize,
@@ -492,4 +593,92 @@ pub struct EndpointSnapshot {
     pub consecutive_failures: u32,
     pub connections_open: usize,
     pub connections_idle: usize,
+    /// TCP connections proxied to the endpoint so far (clusters of tcp
+    /// listeners only; each also counts once in `requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_connections: Option<u64>,
+    /// UDP sessions pinned to the endpoint so far (clusters of udp
+    /// listeners only; each also counts once in `requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_sessions: Option<u64>,
+    /// Bytes received from the endpoint (tcp/udp clusters only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_rx: Option<u64>,
+    /// Bytes sent to the endpoint (tcp/udp clusters only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_tx: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(metrics: &Arc<Metrics>) -> Cluster {
+        let config = switchyard_config::parse(
+            "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"c\"\n\n\
+             [[clusters]]\nname = \"c\"\ndiscovery = { static = [\"127.0.0.1:1\"] }\n",
+            "test.toml",
+        )
+        .expect("valid config");
+        Cluster::new(&config.clusters[0], metrics.clone())
+    }
+
+    fn spec(port: u16) -> EndpointSpec {
+        EndpointSpec::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    #[test]
+    fn the_l4_role_reaches_endpoints_discovered_before_and_after_it() {
+        let metrics = Arc::new(Metrics::new());
+        let c = cluster(&metrics);
+        c.update(&[spec(1)]);
+        assert_eq!(c.snapshot().protocol, "http1");
+        assert!(
+            c.endpoints()[0].l4().is_none(),
+            "an HTTP cluster has no L4 stats"
+        );
+
+        c.set_l4(L4Protocol::Udp);
+        c.update(&[spec(1), spec(2)]);
+        let snap = c.snapshot();
+        assert_eq!(snap.protocol, "udp");
+        for ep in &snap.endpoints {
+            assert_eq!((ep.udp_sessions, ep.tcp_connections), (Some(0), None));
+            assert_eq!((ep.bytes_rx, ep.bytes_tx), (Some(0), Some(0)));
+        }
+        c.set_l4(L4Protocol::Tcp);
+        assert_eq!(c.snapshot().protocol, "tcp+udp");
+
+        let ep = c.endpoints()[1].clone();
+        ep.count_session();
+        ep.count_connection();
+        let l4 = ep.l4().expect("attached");
+        l4.received(10);
+        l4.sent(3);
+        let snap = c.snapshot();
+        let e = snap
+            .endpoints
+            .iter()
+            .find(|e| e.address == ep.addr())
+            .unwrap();
+        assert_eq!(e.requests, 2);
+        assert_eq!(
+            (e.tcp_connections, e.udp_sessions, e.bytes_rx, e.bytes_tx),
+            (Some(1), Some(1), Some(10), Some(3))
+        );
+        let text = metrics.render();
+        let series = format!(
+            "switchyard_endpoint_bytes_total{{cluster=\"c\",endpoint=\"{}\",direction=\"rx\"}} 10",
+            ep.addr()
+        );
+        assert!(text.contains(&series), "{text}");
+
+        // An endpoint that leaves takes its byte series along.
+        c.update(&[spec(1)]);
+        let text = metrics.render();
+        assert!(
+            !text.contains(&format!("endpoint=\"{}\"", ep.addr())),
+            "{text}"
+        );
+    }
 }

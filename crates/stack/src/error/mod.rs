@@ -16,6 +16,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
+    /// The request itself is malformed or ambiguous (a duplicate or missing
+    /// `Host`, a `host` that disagrees with `:authority`).
+    InvalidRequest,
     /// No route matched the request.
     NoRoute,
     /// The cluster has no endpoint to send to.
@@ -47,6 +50,7 @@ impl ErrorKind {
     /// Stable snake_case name used in metrics labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::NoRoute => "no_route",
             ErrorKind::NoEndpoints => "no_endpoints",
             ErrorKind::ConnectFailed => "connect_failed",
@@ -63,7 +67,8 @@ impl ErrorKind {
     }
 
     /// All kinds, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::InvalidRequest,
         ErrorKind::NoRoute,
         ErrorKind::NoEndpoints,
         ErrorKind::ConnectFailed,
@@ -114,6 +119,7 @@ impl ErrorKind {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
+            ErrorKind::InvalidRequest => "invalid request",
             ErrorKind::NoRoute => "no route matched the request",
             ErrorKind::NoEndpoints => "no healthy endpoint available",
             ErrorKind::ConnectFailed => "upstream connect failed",
@@ -167,6 +173,15 @@ impl ProxyError {
         self.kind
     }
 
+    /// The same failure, classified as `kind`: for a cause the place that
+    /// made the error could not see (the client's body failing under an
+    /// attempt that looks like an upstream reset).
+    #[must_use]
+    pub fn reclassified(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     pub fn endpoint(&self) -> Option<SocketAddr> {
         self.endpoint
     }
@@ -179,6 +194,10 @@ impl ProxyError {
 }
 
 fn classify_hyper(err: &hyper::Error) -> ErrorKind {
+    if find_source::<crate::body::BodyError>(err).is_some_and(|b| b.is_downstream()) {
+        // Our own request body failed on the client's side.
+        return ErrorKind::DownstreamBody;
+    }
     if let Some(h2) = find_source::<h2::Error>(err) {
         if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
             return ErrorKind::RefusedStream;

@@ -17,6 +17,7 @@ pub const ERROR_HEADER: &str = "x-switchyard-error";
 /// HTTP status for each failure kind.
 pub fn http_status(kind: ErrorKind) -> StatusCode {
     match kind {
+        ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorKind::NoRoute => StatusCode::NOT_FOUND,
         ErrorKind::NoEndpoints | ErrorKind::RefusedStream | ErrorKind::Overloaded => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -41,6 +42,8 @@ pub fn grpc_status(kind: ErrorKind) -> u8 {
     const INTERNAL: u8 = 13;
     const UNAVAILABLE: u8 = 14;
     match kind {
+        // gRPC's HTTP-to-gRPC mapping: 400 is INTERNAL.
+        ErrorKind::InvalidRequest => INTERNAL,
         ErrorKind::NoRoute => UNIMPLEMENTED,
         ErrorKind::NoEndpoints
         | ErrorKind::ConnectFailed

@@ -32,8 +32,8 @@ use crate::{
 /// The attempt number of this hop's request, sent upstream so the next hop
 /// knows whether it is handling a retry.
 pub static ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attempt");
-static TIMEOUT_HEADER: HeaderName = HeaderName::from_static(deadline::TIMEOUT_HEADER);
-static GRPC_TIMEOUT: HeaderName = HeaderName::from_static(deadline::GRPC_TIMEOUT_HEADER);
+pub(super) static TIMEOUT_HEADER: HeaderName = HeaderName::from_static(deadline::TIMEOUT_HEADER);
+pub(super) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static(deadline::GRPC_TIMEOUT_HEADER);
 
 /// The request line and headers, reused for every attempt.
 #[derive(Debug)]
@@ -90,7 +90,10 @@ pub(super) struct Attempts<'a> {
     pub head: Head,
     pub body: RequestBody,
     pub hash: Option<u64>,
+    /// By when the response head must arrive; retries stop at it.
     pub deadline: Deadline,
+    /// The deadline sent upstream with each attempt, if the call has one.
+    pub upstream_deadline: Option<Deadline>,
     pub grpc: bool,
     /// The attempt number the previous hop sent (1 when absent).
     pub incoming_attempt: u32,
@@ -243,18 +246,22 @@ impl Attempts<'_> {
             log.attempts
         };
         headers.insert(ATTEMPT_HEADER.clone(), attempt_value(number));
-        let per_try = self.route.retry().and_then(|p| p.per_try_timeout);
-        let remaining = self.deadline.remaining();
-        let budget = per_try.map_or(remaining, |t| t.min(remaining));
-        // Plain integers and grpc-timeout strings are valid header values.
-        headers.insert(
-            TIMEOUT_HEADER.clone(),
-            HeaderValue::from(deadline::timeout_ms(budget)),
-        );
-        if self.grpc {
-            if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(budget)) {
-                headers.insert(GRPC_TIMEOUT.clone(), v);
+        // The call's own deadline, never the route or per-try timeout: those
+        // bound the wait for the response head here, and sent upstream they
+        // would end long streams. One value, in the header each protocol
+        // reads.
+        if let Some(d) = self.upstream_deadline {
+            let budget = d.remaining();
+            if self.grpc {
+                // grpc-timeout strings are valid header values.
+                if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(budget)) {
+                    headers.insert(GRPC_TIMEOUT.clone(), v);
+                }
             }
+            headers.insert(
+                TIMEOUT_HEADER.clone(),
+                HeaderValue::from(deadline::timeout_ms(budget)),
+            );
         }
         let span = self.tracing.map(|(tracer, trace)| {
             let span = tracer.attempt(trace, &mut headers);
@@ -398,8 +405,24 @@ pub fn retry_reason(
                 .or_else(|| on(RetryOn::Reset)),
             _ => None,
         },
-        Ok(_) if !safe => None,
         Ok(resp) => {
+            // gRPC (gRFC A6): a status the route lists is the operator's
+            // statement that the method may be retried, and a trailers-only
+            // answer carries no response byte yet, so it is retried whatever
+            // the HTTP method (every gRPC call is a POST).
+            let grpc = match resp.headers().get("grpc-status").map(HeaderValue::as_bytes) {
+                Some(b"14") => on(RetryOn::Unavailable),
+                Some(b"8") => on(RetryOn::ResourceExhausted),
+                Some(b"4") => on(RetryOn::DeadlineExceeded),
+                Some(b"1") => on(RetryOn::Cancelled),
+                _ => None,
+            };
+            if grpc.is_some() {
+                return grpc;
+            }
+            if !safe {
+                return None;
+            }
             let status = resp.status();
             if status.is_server_error() {
                 if let Some(c) = on(RetryOn::Status5xx) {
@@ -411,16 +434,9 @@ pub fn retry_reason(
                     return Some(c);
                 }
             }
-            if p.status_codes.contains(&status.as_u16()) {
-                return Some(RetryOn::Status5xx);
-            }
-            match resp.headers().get("grpc-status").map(HeaderValue::as_bytes) {
-                Some(b"14") => on(RetryOn::Unavailable),
-                Some(b"8") => on(RetryOn::ResourceExhausted),
-                Some(b"4") => on(RetryOn::DeadlineExceeded),
-                Some(b"1") => on(RetryOn::Cancelled),
-                _ => None,
-            }
+            p.status_codes
+                .contains(&status.as_u16())
+                .then_some(RetryOn::Status5xx)
         }
     }
 }
@@ -530,6 +546,23 @@ mod tests {
         );
         assert_eq!(retry_reason(&grpc("8"), Some(&p), true), None);
         assert_eq!(retry_reason(&grpc("0"), Some(&p), true), None);
+    }
+
+    #[test]
+    fn listed_grpc_statuses_are_retried_for_post() {
+        // Every gRPC call is a POST: a listed status in a trailers-only
+        // answer is retryable without `non_idempotent`.
+        let p = policy(&[RetryOn::Unavailable, RetryOn::Reset], false);
+        assert_eq!(
+            retry_reason(&grpc("14"), Some(&p), false),
+            Some(RetryOn::Unavailable)
+        );
+        assert_eq!(retry_reason(&grpc("8"), Some(&p), false), None);
+        // A reset may have been processed: still not retried for POST.
+        assert_eq!(
+            retry_reason(&err(ErrorKind::UpstreamReset), Some(&p), false),
+            None
+        );
     }
 
     #[test]

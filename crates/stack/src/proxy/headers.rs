@@ -12,6 +12,18 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The h2c upgrade's settings (RFC 7540 §3.2.1): only meaningful on the hop
+/// that negotiates the upgrade, which the proxy never lets through.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers a client's `Connection` list may not remove: the proxy routes on
+/// `Host` and sets or keeps the others for every upstream request.
+fn protected(name: &HeaderName) -> bool {
+    name == http::header::HOST
+        || name == X_REQUEST_ID
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+}
 
 /// Removes hop-by-hop headers: the fixed set plus every header the
 /// `Connection` header names. With `keep_upgrade`, `Connection: upgrade` and
@@ -20,8 +32,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names finds which hop-by-hop headers are present;
     // most heads carry `Connection` at most, so most removals are skipped.
-    let (mut conn, mut ka, mut pc, mut te_enc, mut up, mut te) =
-        (false, false, false, false, false, false);
+    let (mut conn, mut ka, mut pc, mut te_enc, mut up, mut te, mut h2s) =
+        (false, false, false, false, false, false, false);
     for name in headers.keys() {
         if name == CONNECTION {
             conn = true;
@@ -35,6 +47,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             ka = true;
         } else if name == PROXY_CONNECTION {
             pc = true;
+        } else if name == HTTP2_SETTINGS {
+            h2s = true;
         }
     }
     if conn {
@@ -51,7 +65,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
+                    if !protected(&name) {
+                        named.push(name);
+                    }
                 }
             }
         }
@@ -69,6 +85,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if pc {
         headers.remove(&PROXY_CONNECTION);
+    }
+    if h2s {
+        headers.remove(&HTTP2_SETTINGS);
     }
     if te_enc {
         headers.remove(TRANSFER_ENCODING);
@@ -174,9 +193,102 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Makes the request name one authority, the one it is routed on and
+/// forwarded with, or says it cannot (the caller answers 400):
+/// - more than one `Host` is ambiguous;
+/// - an absolute-form target (HTTP/1.1) wins over `Host`, which is replaced
+///   by it (RFC 9112 §3.2.2);
+/// - an HTTP/2 `host` that disagrees with `:authority` is ambiguous;
+/// - an HTTP/1.1 request without either has no authority at all.
+pub fn one_authority<B>(req: &mut http::Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return false;
+    }
+    let Some(authority) = req.uri().authority() else {
+        return host.is_some() || req.version() != http::Version::HTTP_11;
+    };
+    match (req.version(), host) {
+        (http::Version::HTTP_2, Some(h)) => h
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes()),
+        (http::Version::HTTP_2, None) => true,
+        _ => match HeaderValue::from_str(authority.as_str()) {
+            Ok(v) => {
+                req.headers_mut().insert(http::header::HOST, v);
+                true
+            }
+            Err(_) => false,
+        },
+    }
+}
+
+/// Whether every protocol the `Upgrade` header asks for is one the route
+/// allows (tokens compared case-insensitively, versions ignored:
+/// `websocket`, `foo/2`). `h2c` is never allowed: tunnelled, it would carry
+/// requests past routing.
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let mut any = false;
+    for value in headers.get_all(UPGRADE) {
+        let Ok(list) = value.to_str() else {
+            return false;
+        };
+        for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let name = token.split('/').next().unwrap_or(token);
+            if name.eq_ignore_ascii_case("h2c")
+                || !allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+            {
+                return false;
+            }
+            any = true;
+        }
+    }
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_allowed_upgrades_and_never_h2c() {
+        let ws = vec!["websocket".to_owned()];
+        let mut h = HeaderMap::new();
+        h.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(upgrade_allowed(&h, &ws));
+        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!upgrade_allowed(&h, &ws));
+        assert!(!upgrade_allowed(&h, &["h2c".to_owned()]));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket, h2c"));
+        assert!(!upgrade_allowed(&h, &ws));
+        h.insert(UPGRADE, HeaderValue::from_static("foo/2"));
+        assert!(!upgrade_allowed(&h, &ws));
+        assert!(upgrade_allowed(&h, &["foo".to_owned()]));
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_the_proxy_routes_on_or_sets() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("host, x-request-id, x-forwarded-for, x-other"),
+        );
+        h.insert(http::header::HOST, HeaderValue::from_static("a"));
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("id"));
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+        );
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h[http::header::HOST], "a");
+        assert_eq!(h[&X_REQUEST_ID], "id");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        assert!(!h.contains_key("x-other"));
+        assert!(!h.contains_key("http2-settings"));
+    }
 
     #[test]
     fn strips_fixed_and_connection_listed_headers() {

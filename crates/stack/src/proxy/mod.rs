@@ -7,6 +7,7 @@
 
 mod attempt;
 pub mod headers;
+mod report;
 mod upgrade;
 
 pub use attempt::{ATTEMPT_HEADER, AttemptLog, is_idempotent, retry_reason};
@@ -19,7 +20,6 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::body::Incoming;
-use opentelemetry::KeyValue;
 use switchyard_balance::{Target, hash_key};
 use switchyard_config::{HashOn, UpstreamProtocol};
 use switchyard_policy::{Deadline, deadline};
@@ -28,11 +28,14 @@ use switchyard_telemetry::{
     trace::{RequestTrace, Tracer},
 };
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::debug;
 
-use self::attempt::{Attempts, Head, RequestBody};
+use self::{
+    attempt::{Attempts, Head, RequestBody},
+    report::{Report, RequestDetail},
+};
 use crate::{
-    body::{Body, ReplayBody},
+    body::{Body, DownstreamState, GrpcEnd, ReplayBody, StreamLimits},
     cluster::Cluster,
     error::{
         ErrorKind, ProxyError,
@@ -92,6 +95,11 @@ impl HttpProxy {
         // attempt carry the same id.
         headers::ensure_request_id(req.headers_mut());
         let grpc = is_grpc(&req);
+        if !headers::one_authority(&mut req) {
+            let err = ProxyError::new(ErrorKind::InvalidRequest);
+            self.metrics.error(err.kind().as_str());
+            return error_response(&err, grpc);
+        }
         let Some(route) = self.router.route(&req) else {
             let err = ProxyError::new(ErrorKind::NoRoute);
             self.metrics.error(err.kind().as_str());
@@ -99,113 +107,89 @@ impl HttpProxy {
         };
         let cluster = route.cluster();
         let method = req.method().clone();
+        let version = req.version();
         let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));
         let needs_detail = self.access_log || trace.as_ref().is_some_and(|t| t.sampled);
-        let detail = needs_detail.then(|| RequestDetail::of(&req, conn));
-        // The route's timeout, shortened by the caller's own deadline.
-        let mut deadline = Deadline::after(route.timeout());
-        if let Some(d) = incoming_timeout(req.headers(), grpc) {
-            deadline = deadline.min(Deadline::after(d));
-        }
+        let detail = needs_detail.then(|| RequestDetail::of(&req));
+        let caller = incoming_timeout(req.headers(), grpc);
+        let deadlines = Deadlines::of(route, caller);
+        // Tracked only for requests with a body: the route timeout counts
+        // from its end, and a failure of it is the client's.
+        let body = (!http_body::Body::is_end_stream(req.body())).then(DownstreamState::default);
         let mut log = AttemptLog::default();
-        let resp = if deadline.expired() {
+        let (mut resp, error) = if deadlines.head.expired() {
             // The caller has already given up: do not load an upstream.
             cluster.decisions().count(Decision::DeadlineExpired);
-            self.fail(route, &ProxyError::new(ErrorKind::DeadlineExpired), grpc)
+            let err = ProxyError::new(ErrorKind::DeadlineExpired);
+            (self.fail(route, &err, grpc), Some(err.kind()))
         } else {
             let tracing = self.tracer.as_ref().zip(trace.as_ref());
             // Boxed: the forward future is most of the request's state;
             // boxing it keeps handle()'s own future (which hyper keeps per
             // connection and moves per request) small.
-            let forward = Box::pin(
-                self.forward(route, cluster, req, conn, deadline, grpc, tracing, &mut log),
-            );
-            match tokio::time::timeout_at(deadline.instant(), forward).await {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(err)) => self.fail(route, &err, grpc),
-                Err(_) => self.fail(route, &ProxyError::new(ErrorKind::Timeout), grpc),
-            }
-        };
-        let elapsed = started.elapsed();
-        let status = resp.status().as_u16();
-        route.metrics().record(status, elapsed);
-        if let (Some(d), true) = (&detail, self.access_log) {
-            access_log(
-                &self.listener,
+            let forward = Box::pin(self.forward(
                 route,
                 cluster,
-                &method,
-                d,
-                &resp,
-                elapsed,
-                &log,
-                trace.as_ref(),
-            );
-        }
-        if let (Some(tracer), Some(t), Some(d)) = (&self.tracer, &trace, &detail) {
-            if t.sampled {
-                self.end_span(
-                    tracer, t, d, route, cluster, &method, &resp, conn, grpc, &log,
-                );
+                req,
+                conn,
+                deadlines,
+                body.clone(),
+                grpc,
+                tracing,
+                &mut log,
+            ));
+            match head_timeout(forward, deadlines.head, body.as_ref(), route, caller).await {
+                Some(Ok(resp)) => (resp, None),
+                Some(Err(err)) => (self.fail(route, &err, grpc), Some(err.kind())),
+                None => {
+                    let err = ProxyError::new(ErrorKind::Timeout);
+                    (self.fail(route, &err, grpc), Some(err.kind()))
+                }
             }
+        };
+        // The response follows the downstream connection's HTTP version,
+        // whatever the upstream spoke.
+        *resp.version_mut() = version;
+        if let (Some(end), None) = (deadlines.stream, error) {
+            resp = resp.map(|b| {
+                b.timed(StreamLimits {
+                    deadline: Some(end.instant()),
+                    idle: None,
+                    grpc,
+                })
+            });
         }
-        resp
-    }
-
-    /// Ends the request's server span with OpenTelemetry's HTTP and RPC
-    /// semantic-convention attributes.
-    #[allow(clippy::too_many_arguments)]
-    fn end_span(
-        &self,
-        tracer: &Tracer,
-        t: &RequestTrace,
-        d: &RequestDetail,
-        route: &Route,
-        cluster: &Cluster,
-        method: &http::Method,
-        resp: &Response<Body>,
-        conn: ConnInfo,
-        grpc: bool,
-        log: &AttemptLog,
-    ) {
-        let status = resp.status().as_u16();
-        let error = resp
-            .headers()
-            .get(ERROR_HEADER)
-            .and_then(|v| ErrorKind::from_str_name(v.to_str().ok()?))
-            .map(ErrorKind::as_str)
-            .or_else(|| (status >= 500).then_some("http_5xx"));
-        let mut attrs = vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("url.path", d.path.clone()),
-            KeyValue::new("url.scheme", conn.proto),
-            KeyValue::new("http.route", route.name().to_owned()),
-            KeyValue::new("network.protocol.version", d.version),
-            KeyValue::new("client.address", conn.peer.ip().to_string()),
-            KeyValue::new("http.response.status_code", i64::from(status)),
-            KeyValue::new("switchyard.listener", self.listener.to_string()),
-            KeyValue::new("switchyard.cluster", cluster.name().to_owned()),
-            KeyValue::new("switchyard.attempts", i64::from(log.attempts)),
-            KeyValue::new("switchyard.retries", i64::from(log.retries)),
-            KeyValue::new("switchyard.hedges", i64::from(log.hedges)),
-        ];
-        if let Some(a) = &d.authority {
-            attrs.push(KeyValue::new("server.address", a.clone()));
-        }
-        if let Some(ep) = log.endpoint {
-            attrs.push(KeyValue::new("switchyard.endpoint", ep.to_string()));
-        }
-        if grpc {
-            attrs.push(KeyValue::new("rpc.system", "grpc"));
-            let code = resp
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
-            if let Some(code) = code {
-                attrs.push(KeyValue::new("rpc.grpc.status_code", code));
+        let elapsed = started.elapsed();
+        route.metrics().record(resp.status().as_u16(), elapsed);
+        let head_status = grpc.then(|| grpc_status(resp.headers())).flatten();
+        let report = (needs_detail || grpc).then(|| Report {
+            listener: self.listener.clone(),
+            route: route.name_arc().clone(),
+            metrics: grpc.then(|| route.metrics().clone()),
+            cluster: cluster.clone(),
+            method,
+            detail,
+            status: resp.status().as_u16(),
+            bytes: http_body::Body::size_hint(resp.body()).exact(),
+            elapsed,
+            log,
+            error,
+            conn,
+            access_log: self.access_log,
+            trace: self.tracer.clone().zip(trace),
+        });
+        match report {
+            // A gRPC call whose status is still to come in its trailers is
+            // reported when they arrive.
+            Some(report) if grpc && head_status.is_none() && error.is_none() => {
+                resp.map(|b| b.on_grpc_end(Box::new(report)))
             }
+            Some(report) => {
+                report.finish(head_status.map(GrpcEnd::Status));
+                resp
+            }
+            None => resp,
         }
-        tracer.end_request(t, format!("{} {}", method, route.name()), attrs, error);
     }
 
     fn fail(&self, route: &Route, err: &ProxyError, grpc: bool) -> Response<Body> {
@@ -227,23 +211,30 @@ impl HttpProxy {
         cluster: &Cluster,
         mut req: Request<Incoming>,
         conn: ConnInfo,
-        deadline: Deadline,
+        deadlines: Deadlines,
+        body_state: Option<DownstreamState>,
         grpc: bool,
         tracing: Option<(&Arc<Tracer>, &RequestTrace)>,
         log: &mut AttemptLog,
     ) -> Result<Response<Body>, ProxyError> {
         let protocol = cluster.protocol();
-        // Upgrades (WebSocket) need an HTTP/1.1 hop on both sides; towards an
-        // HTTP/2 cluster the upgrade headers are stripped like any hop-by-hop
-        // header and the request is proxied as a plain request.
+        // Upgrades (WebSocket) need an HTTP/1.1 hop on both sides and a
+        // protocol the route allows (never h2c); otherwise the upgrade
+        // headers are stripped like any hop-by-hop header and the request is
+        // proxied as a plain request.
         let upgrade = req.version() == Version::HTTP_11
             && protocol == UpstreamProtocol::Http1
-            && headers::is_upgrade(req.headers());
+            && headers::is_upgrade(req.headers())
+            && headers::upgrade_allowed(req.headers(), route.upgrades());
         let hash = request_hash(cluster, &req, conn.peer);
         let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.proto);
+        // The caller's deadline headers were read already; each attempt
+        // sends the one deadline this hop works against, or none.
+        parts.headers.remove(&attempt::TIMEOUT_HEADER);
+        parts.headers.remove(&attempt::GRPC_TIMEOUT);
         let incoming_attempt = parts
             .headers
             .remove(&attempt::ATTEMPT_HEADER)
@@ -252,7 +243,10 @@ impl HttpProxy {
         if let Some(on_upgrade) = on_upgrade {
             let endpoint = cluster.pick(hash, &[])?;
             set_upstream_target(&mut parts, protocol, endpoint.addr())?;
-            let req = Request::from_parts(parts, Body::incoming(body));
+            let req = Request::from_parts(
+                parts,
+                Body::downstream(body, body_state.unwrap_or_default()),
+            );
             log.attempts = 1;
             log.endpoint = Some(endpoint.addr());
             return upgrade::tunnel(&endpoint, req, on_upgrade).await;
@@ -261,15 +255,15 @@ impl HttpProxy {
         // of the cluster answers to, so one head serves every attempt.
         set_upstream_target(&mut parts, protocol, cluster.name())?;
         let wants_replay = route.retry().is_some() || route.hedge().is_some();
-        let body = if http_body::Body::is_end_stream(&body) {
-            RequestBody::Empty
-        } else if wants_replay {
-            let cap = route
-                .retry()
-                .map_or(DEFAULT_REPLAY_CAP, |p| p.max_replay_bytes);
-            RequestBody::Replay(ReplayBody::new(body, cap))
-        } else {
-            RequestBody::Once(Some(Body::incoming(body)))
+        let body = match body_state {
+            None => RequestBody::Empty,
+            Some(state) if wants_replay => {
+                let cap = route
+                    .retry()
+                    .map_or(DEFAULT_REPLAY_CAP, |p| p.max_replay_bytes);
+                RequestBody::Replay(ReplayBody::new(body, cap, state))
+            }
+            Some(state) => RequestBody::Once(Some(Body::downstream(body, state))),
         };
         let attempts = Attempts {
             route,
@@ -282,13 +276,17 @@ impl HttpProxy {
             },
             body,
             hash,
-            deadline,
+            deadline: deadlines.head,
+            upstream_deadline: deadlines.upstream,
             grpc,
             incoming_attempt,
             tracing,
         };
         let mut resp = attempts.run(log).await?;
         headers::strip_hop_by_hop(resp.headers_mut(), false);
+        // Only this hop's own answers name an error; an upstream's (another
+        // proxy's) would be taken for ours.
+        resp.headers_mut().remove(ERROR_HEADER);
         Ok(resp)
     }
 }
@@ -310,6 +308,81 @@ fn incoming_timeout(h: &http::HeaderMap, grpc: bool) -> Option<Duration> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Waits for `forward` until the head deadline: the route timeout counted
+/// from the end of the request body (as Envoy counts it, so that a client
+/// stream may last longer than the timeout), and never past the caller's
+/// own deadline. `None` when it passed first.
+async fn head_timeout<F: std::future::Future>(
+    forward: F,
+    head: Deadline,
+    body: Option<&DownstreamState>,
+    route: &Route,
+    caller: Option<Duration>,
+) -> Option<F::Output> {
+    let Some(body) = body else {
+        // No body: the deadline is fixed from the start.
+        return tokio::time::timeout_at(head.instant(), forward).await.ok();
+    };
+    let caller = caller.map(Deadline::after);
+    tokio::pin!(forward);
+    let timer = tokio::time::sleep_until(head.instant());
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut forward => return Some(out),
+            () = &mut timer => {
+                let now = Instant::now();
+                // Still streaming: the timeout has not started. (A failed
+                // body ends `forward` with the client's error soon.)
+                let from_body = body.ended_at().unwrap_or(now) + route.timeout();
+                let next = caller.map_or(from_body, |c| from_body.min(c.instant()));
+                if next <= now {
+                    return None;
+                }
+                timer.as_mut().reset(next);
+            }
+        }
+    }
+}
+
+/// The deadlines of one request.
+#[derive(Clone, Copy, Debug)]
+struct Deadlines {
+    /// By when the upstream's response head must arrive: the route timeout,
+    /// shortened by the caller's deadline.
+    head: Deadline,
+    /// The end of the whole exchange the proxy enforces on the response
+    /// body: the route's `max_stream_duration`, when set.
+    stream: Option<Deadline>,
+    /// What is sent upstream as the call's deadline: the caller's own
+    /// (less the time spent here) or the stream limit, whichever is first;
+    /// never the head timeout, which would cut long streams.
+    upstream: Option<Deadline>,
+}
+
+impl Deadlines {
+    fn of(route: &Route, caller: Option<Duration>) -> Self {
+        let caller = caller.map(Deadline::after);
+        let route_head = Deadline::after(route.timeout());
+        let stream = route.max_stream_duration().map(Deadline::after);
+        Self {
+            head: caller.map_or(route_head, |c| c.min(route_head)),
+            stream,
+            upstream: match (caller, stream) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+/// The `grpc-status` of a response head (a trailers-only answer).
+fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
 }
 
 /// gRPC requests get gRPC-shaped errors.
@@ -379,71 +452,4 @@ fn set_upstream_target(
         }
     }
     Ok(())
-}
-
-/// Request facts kept for the access log and the server span.
-#[derive(Debug)]
-struct RequestDetail {
-    path: String,
-    authority: Option<String>,
-    request_id: Option<String>,
-    version: &'static str,
-}
-
-impl RequestDetail {
-    fn of<B>(req: &Request<B>, _conn: ConnInfo) -> Self {
-        Self {
-            path: req.uri().path().to_owned(),
-            authority: crate::route::request_host(req).map(str::to_owned),
-            request_id: req
-                .headers()
-                .get(&headers::X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            version: match req.version() {
-                Version::HTTP_2 => "2",
-                Version::HTTP_10 => "1.0",
-                _ => "1.1",
-            },
-        }
-    }
-}
-
-/// One line per request, JSON when the log format is JSON. Written through
-/// the non-blocking log writer, so a slow log sink drops lines rather than
-/// delaying requests. `bytes` is the response's Content-Length when known.
-#[allow(clippy::too_many_arguments)]
-fn access_log(
-    listener: &str,
-    route: &Route,
-    cluster: &Cluster,
-    method: &http::Method,
-    d: &RequestDetail,
-    resp: &Response<Body>,
-    elapsed: Duration,
-    log: &AttemptLog,
-    trace: Option<&RequestTrace>,
-) {
-    info!(
-        target: "switchyard::access",
-        listener,
-        method = method.as_str(),
-        authority = d.authority.as_deref(),
-        path = d.path.as_str(),
-        protocol = d.version,
-        status = resp.status().as_u16(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        bytes = http_body::Body::size_hint(resp.body()).exact(),
-        route = route.name(),
-        cluster = cluster.name(),
-        endpoint = log.endpoint.map(|e| e.to_string()),
-        attempts = log.attempts,
-        retries = log.retries,
-        hedges = log.hedges,
-        retry_refused = log.retry_refused.map(|d| d.as_str()),
-        error = resp.headers().get(ERROR_HEADER).and_then(|v| v.to_str().ok()),
-        request_id = d.request_id.as_deref(),
-        trace_id = trace.map(|t| format!("{:032x}", t.trace_id)),
-        span_id = trace.map(|t| format!("{:016x}", t.span_id)),
-    );
 }

@@ -19,7 +19,7 @@ pub async fn tunnel(
     downstream: OnUpgrade,
 ) -> Result<Response<Body>, ProxyError> {
     let in_flight = endpoint.load().start();
-    let mut resp = endpoint.pool().send_upgrade(req).await?;
+    let (mut resp, lease) = endpoint.pool().send_upgrade(req).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
         return Ok(Response::from_parts(parts, Body::incoming(body)));
@@ -27,8 +27,10 @@ pub async fn tunnel(
     let upstream = hyper::upgrade::on(&mut resp);
     let addr = endpoint.addr();
     tokio::spawn(async move {
-        // The tunnel counts as in flight on the endpoint for its lifetime.
+        // The tunnel counts as in flight on the endpoint, and as an open
+        // connection of the cluster, for its lifetime.
         let _in_flight = in_flight;
+        let _lease = lease;
         match tokio::try_join!(downstream, upstream) {
             Ok((down, up)) => {
                 let mut down = TokioIo::new(down);

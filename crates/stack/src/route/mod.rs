@@ -27,6 +27,8 @@ pub struct Route {
     matcher: Matcher,
     destination: Target,
     timeout: Duration,
+    max_stream_duration: Option<Duration>,
+    upgrades: Box<[String]>,
     retry: Option<RetryPolicy>,
     hedge: Option<Hedge>,
     metrics: RouteMetrics,
@@ -100,6 +102,8 @@ impl Router {
                     matcher: Matcher::new(&rc.matcher),
                     destination,
                     timeout: rc.timeout,
+                    max_stream_duration: rc.max_stream_duration,
+                    upgrades: rc.upgrades.clone().into_boxed_slice(),
                     retry: rc.retry.clone(),
                     hedge: rc.hedge.clone().map(|policy| Hedge {
                         budget: Budget::new(policy.max_extra_load, 0, HEDGE_BUDGET_TTL),
@@ -130,8 +134,25 @@ impl Route {
         &self.name
     }
 
+    /// Bounds the time to the upstream's response head, all attempts
+    /// included.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Bounds a whole exchange, bodies included, when set.
+    pub fn max_stream_duration(&self) -> Option<Duration> {
+        self.max_stream_duration
+    }
+
+    /// The HTTP/1.1 upgrade protocols tunnelled for this route.
+    pub fn upgrades(&self) -> &[String] {
+        &self.upgrades
+    }
+
+    /// The name as a shared string, for records that outlive the request.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
     }
 
     pub fn retry(&self) -> Option<&RetryPolicy> {

@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -26,6 +26,10 @@ use crate::{
 pub(super) struct Settings {
     pub max_age: Option<Duration>,
     pub idle_timeout: Duration,
+    /// The first request must arrive within this of the accept (the
+    /// listener's `header_read_timeout`): a connection that sends nothing,
+    /// or half an HTTP/2 preface, is not kept for the whole idle timeout.
+    pub first_request_timeout: Duration,
 }
 
 pub(super) struct Conn {
@@ -45,6 +49,8 @@ struct Activity {
     epoch: Instant,
     in_flight: AtomicU32,
     last_ms: AtomicU64,
+    /// Whether any request has started on the connection.
+    started: AtomicBool,
 }
 
 impl Activity {
@@ -63,6 +69,24 @@ impl Activity {
     }
 }
 
+/// One request counted in [`Activity`] until dropped.
+struct Active(Arc<Activity>);
+
+impl Active {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.started.store(true, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Conn {
     pub async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
         let metrics = self.proxy.metrics();
@@ -76,17 +100,18 @@ impl Conn {
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_ms: AtomicU64::new(0),
+            started: AtomicBool::new(false),
         });
         let proxy = self.proxy.clone();
         let act = activity.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let proxy = proxy.clone();
-            let act = act.clone();
-            act.in_flight.fetch_add(1, Ordering::AcqRel);
+            // A guard, not a decrement after the await: hyper drops the
+            // future of a request whose HTTP/2 stream the client reset.
+            let active = Active::start(act.clone());
             async move {
                 let resp = proxy.handle(req, info).await;
-                act.last_ms.store(act.now_ms(), Ordering::Relaxed);
-                act.in_flight.fetch_sub(1, Ordering::AcqRel);
+                drop(active);
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
@@ -98,7 +123,9 @@ impl Conn {
         let age = tokio::time::sleep(self.settings.max_age.unwrap_or(FAR_FUTURE));
         tokio::pin!(age);
         let idle_timeout = self.settings.idle_timeout;
-        let idle = tokio::time::sleep(idle_timeout);
+        // Until the first request, the idle timer is the first-request
+        // timer; it becomes the idle timer when it fires after one began.
+        let idle = tokio::time::sleep(self.settings.first_request_timeout.min(idle_timeout));
         tokio::pin!(idle);
         let mut closing = false;
         loop {
@@ -123,6 +150,12 @@ impl Conn {
                     closing = true;
                 }
                 _ = &mut idle, if !closing => {
+                    if !activity.started.load(Ordering::Relaxed) {
+                        // Nothing arrived in time: not even a request head
+                        // to answer, so the connection is simply closed.
+                        debug!(%peer, "no request within the header read timeout; closing");
+                        break;
+                    }
                     match activity.idle_deadline(idle_timeout) {
                         Some(deadline) if deadline <= Instant::now() => {
                             conn.as_mut().graceful_shutdown();

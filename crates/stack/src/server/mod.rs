@@ -41,7 +41,8 @@ fn builder(cfg: &HttpServerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(cfg.header_read_timeout)
         // The read buffer bounds the request head; hyper answers 431 when a
         // head does not fit. hyper requires at least 8 KiB.
-        .max_buf_size(cfg.max_header_bytes.max(8192));
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .max_headers(cfg.max_headers);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.max_concurrent_streams)
@@ -72,6 +73,7 @@ pub async fn serve_http(
     let settings = Arc::new(conn::Settings {
         max_age: cfg.max_connection_age,
         idle_timeout: cfg.idle_timeout,
+        first_request_timeout: cfg.header_read_timeout,
     });
     let mut conns = JoinSet::new();
     loop {

@@ -213,8 +213,13 @@ impl Pool {
     }
 
     /// Opens a dedicated HTTP/1.1 connection that supports protocol upgrades
-    /// (WebSocket); it is never pooled.
-    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    /// (WebSocket); it is never pooled. The lease holds the connection's
+    /// place under the cluster's connection limit: the caller keeps it for
+    /// as long as the upgraded tunnel lives.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, ConnectionLease), ProxyError> {
         let permit = self
             .inner
             .settings
@@ -227,18 +232,24 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::from_upstream(e).at(addr))?;
-        let open = self.inner.open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
+        self.inner.open.fetch_add(1, Ordering::Relaxed);
+        let lease = ConnectionLease {
+            permit: Some(permit),
+            open: self.inner.open.clone(),
+            released: self.inner.settings.released.clone(),
+        };
+        // Ends when the connection closes or hands its socket to the
+        // upgrade; the lease, not this task, tracks the tunnel.
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 debug!(%addr, error = %e, "upstream upgrade connection ended");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
-        tx.send_request(req)
+        let resp = tx
+            .send_request(req)
             .await
-            .map_err(|e| ProxyError::from_upstream(e).at(addr))
+            .map_err(|e| ProxyError::from_upstream(e).at(addr))?;
+        Ok((resp, lease))
     }
 
     async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {
@@ -357,6 +368,24 @@ impl Inner {
         if guard.as_ref().is_some_and(|tx| tx.is_closed()) {
             *guard = None;
         }
+    }
+}
+
+/// A dedicated upstream connection's place under the cluster's connection
+/// limit; dropping it frees the place and wakes a request waiting for one.
+#[derive(Debug)]
+pub struct ConnectionLease {
+    permit: Option<Permit>,
+    open: Arc<AtomicUsize>,
+    released: Arc<Notify>,
+}
+
+impl Drop for ConnectionLease {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        // Freed before the wake-up, so the woken request finds the place.
+        drop(self.permit.take());
+        self.released.notify_one();
     }
 }
 

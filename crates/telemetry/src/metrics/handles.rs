@@ -10,9 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use std::sync::OnceLock;
 
-use super::labels::{Decision, StatusClass};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
+
+use super::labels::{
+    Decision, GRPC_CODES, GrpcLabels, StatusClass, grpc_code_name, grpc_is_server_error,
+};
 use crate::live::LiveStats;
 
 /// Pre-resolved handles for one route.
@@ -22,6 +28,43 @@ pub struct RouteMetrics {
     pub(super) duration: Histogram,
     /// Read by the admin feed for live rates and percentiles.
     pub(super) live: Arc<LiveStats>,
+    pub(super) grpc: Arc<GrpcCodes>,
+}
+
+/// The gRPC status counters of one route, each series created on its
+/// first call so that routes without gRPC traffic export none.
+#[derive(Debug)]
+pub(super) struct GrpcCodes {
+    family: Family<GrpcLabels, Counter>,
+    listener: String,
+    route: String,
+    codes: [OnceLock<Counter>; GRPC_CODES.len()],
+}
+
+impl GrpcCodes {
+    pub(super) fn new(family: Family<GrpcLabels, Counter>, listener: &str, route: &str) -> Self {
+        Self {
+            family,
+            listener: listener.to_owned(),
+            route: route.to_owned(),
+            codes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn inc(&self, code: u32) {
+        let name = grpc_code_name(code);
+        // `grpc_code_name` maps every code outside the table to `unknown`.
+        let index = GRPC_CODES.iter().position(|c| *c == name).unwrap_or(2);
+        self.codes[index]
+            .get_or_init(|| {
+                self.family.get_or_create_owned(&GrpcLabels {
+                    listener: self.listener.clone(),
+                    route: self.route.clone(),
+                    code: name.to_owned(),
+                })
+            })
+            .inc();
+    }
 }
 
 impl RouteMetrics {
@@ -31,6 +74,16 @@ impl RouteMetrics {
         self.by_class[StatusClass::of(status).index()].inc();
         self.duration.observe(elapsed.as_secs_f64());
         self.live.record(status, elapsed);
+    }
+
+    /// Records the `grpc-status` a gRPC call ended with (the call itself was
+    /// counted by [`RouteMetrics::record`] when its head was sent); a
+    /// server-side failure counts as an error in the live stats.
+    pub fn record_grpc(&self, code: u32) {
+        self.grpc.inc(code);
+        if grpc_is_server_error(code) {
+            self.live.count_error();
+        }
     }
 }
 

@@ -14,6 +14,48 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub listener: String,
+    pub route: String,
+    pub code: String,
+}
+
+/// gRPC status code names (`grpc-status` 0..=16) as label values, in
+/// code order; any other value is counted as `unknown`, like a gRPC client
+/// decodes it.
+pub const GRPC_CODES: [&str; 17] = [
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+];
+
+/// The label value of a `grpc-status` code.
+pub fn grpc_code_name(code: u32) -> &'static str {
+    GRPC_CODES.get(code as usize).copied().unwrap_or("unknown")
+}
+
+/// Whether a gRPC status is a server-side failure — the codes gRPC maps to
+/// HTTP 5xx (UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS)
+/// — and so counts as an error in live error rates, like a 5xx.
+pub fn grpc_is_server_error(code: u32) -> bool {
+    matches!(code, 2 | 4 | 13 | 14 | 15) || code > 16
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub listener: String,
     pub route: String,
@@ -170,6 +212,16 @@ pub struct EndpointStateLabels {
 /// Every state an endpoint can be in, as the admin API names them; each
 /// endpoint exports one `switchyard_endpoint_state` series per state.
 pub const ENDPOINT_STATES: [&str; 5] = ["active", "probation", "ejected", "unhealthy", "draining"];
+
+/// `switchyard_endpoint_bytes_total`: bytes an L4 (tcp/udp) cluster moved
+/// to or from one endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointBytesLabels {
+    pub cluster: String,
+    pub endpoint: String,
+    /// `rx` (received from the endpoint) or `tx` (sent to it).
+    pub direction: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthCheckLabels {

@@ -44,6 +44,13 @@ impl Metrics {
             None,
             family(),
         );
+        let grpc_requests = reg(
+            r,
+            "grpc_requests",
+            "gRPC calls by listener, route and grpc-status (from the response head or trailers)",
+            None,
+            family(),
+        );
         let request_duration = reg(
             r,
             "request_duration",
@@ -119,7 +126,14 @@ impl Metrics {
         let endpoint_requests = reg(
             r,
             "endpoint_requests",
-            "Requests sent to an endpoint",
+            "Requests sent to an endpoint (for tcp/udp clusters: connections or sessions)",
+            None,
+            family(),
+        );
+        let endpoint_bytes = reg(
+            r,
+            "endpoint_bytes",
+            "Bytes a tcp/udp cluster received from (rx) or sent to (tx) an endpoint",
             None,
             family(),
         );
@@ -215,6 +229,7 @@ impl Metrics {
         Self {
             registry: Mutex::new(registry),
             requests,
+            grpc_requests,
             request_duration,
             errors,
             connections_total,
@@ -226,6 +241,7 @@ impl Metrics {
             endpoint_latency_ewma,
             endpoint_state,
             endpoint_requests,
+            endpoint_bytes,
             decisions,
             health_checks,
             discovery_updates,
