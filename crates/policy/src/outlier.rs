@@ -78,6 +78,22 @@ pub enum EjectReason {
     FailureRate,
 }
 
+impl EjectReason {
+    /// The reason in words, for logs and displays.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EjectReason::ConsecutiveFailures => "consecutive failures",
+            EjectReason::FailureRate => "failure rate",
+        }
+    }
+}
+
+impl std::fmt::Display for EjectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug)]
 pub struct EndpointHealth {
     epoch: Instant,

@@ -315,15 +315,35 @@ async fn a_closed_upgrade_tunnel_wakes_requests_waiting_for_a_connection() {
 async fn an_http2_get_body_is_forwarded_not_dropped() {
     let (up, seen) = body_recorder().await;
     let p = TestProxy::start(&(listener("public", "api", "") + &cluster("api", &[up], ""))).await;
+    // Raw frames: a GET with DATA and no content-length, which an HTTP/1.1
+    // upstream only receives if the proxy frames it (chunked).
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(format!("http://{}/q", p.addr))
+        .body(())
+        .unwrap();
+    let (resp, mut body) = client.send_request(req, false).unwrap();
+    body.send_data(Bytes::from_static(b"query-in-body"), true)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(complete(&seen), vec![b"query-in-body".to_vec()]);
+    // And with a content-length, through hyper's client.
     let mut tx = h2c_connect::<Full<Bytes>>(p.addr).await.unwrap();
     let req = http::Request::builder()
         .method("GET")
         .uri(format!("http://{}/q", p.addr))
-        .body(Full::new(Bytes::from_static(b"query-in-body")))
+        .body(Full::new(Bytes::from_static(b"second")))
         .unwrap();
-    let resp = tx.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(complete(&seen), vec![b"query-in-body".to_vec()]);
+    assert_eq!(tx.send_request(req).await.unwrap().status(), 200);
+    assert_eq!(complete(&seen).last().unwrap(), b"second");
 }
 
 #[tokio::test]

@@ -406,11 +406,11 @@ impl Cluster {
         match t {
             Transition::Ejected { duration, reason } => {
                 self.decisions.count(Decision::Ejection);
-                warn!(cluster = %self.name, endpoint = %ep, ?reason, ejected_for = ?duration, "endpoint ejected");
+                warn!(cluster = %self.name, endpoint = %ep, %reason, ejected_for_s = duration.as_secs_f64(), "endpoint ejected");
             }
             Transition::ProbeFailed { duration } => {
                 self.decisions.count(Decision::Ejection);
-                warn!(cluster = %self.name, endpoint = %ep, ejected_for = ?duration, "probe failed; endpoint ejected again");
+                warn!(cluster = %self.name, endpoint = %ep, ejected_for_s = duration.as_secs_f64(), "probe failed; endpoint ejected again");
             }
             Transition::Restored => {
                 self.forget_penalty(endpoint);

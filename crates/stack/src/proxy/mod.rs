@@ -111,8 +111,7 @@ impl HttpProxy {
         let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));
         let needs_detail = self.access_log || trace.as_ref().is_some_and(|t| t.sampled);
         let detail = needs_detail.then(|| RequestDetail::of(&req));
-        let caller = incoming_timeout(req.headers(), grpc);
-        let deadlines = Deadlines::of(route, caller);
+        let deadlines = Deadlines::of(route, incoming_timeout(req.headers(), grpc));
         // Tracked only for requests with a body: the route timeout counts
         // from its end, and a failure of it is the client's.
         let body = (!http_body::Body::is_end_stream(req.body())).then(DownstreamState::default);
@@ -138,7 +137,7 @@ impl HttpProxy {
                 tracing,
                 &mut log,
             ));
-            match head_timeout(forward, deadlines.head, body.as_ref(), route, caller).await {
+            match head_timeout(forward, &deadlines, body.as_ref(), route.timeout()).await {
                 Some(Ok(resp)) => (resp, None),
                 Some(Err(err)) => (self.fail(route, &err, grpc), Some(err.kind())),
                 None => {
@@ -254,6 +253,18 @@ impl HttpProxy {
         // The authority falls back to the cluster name, which every endpoint
         // of the cluster answers to, so one head serves every attempt.
         set_upstream_target(&mut parts, protocol, cluster.name())?;
+        if protocol == UpstreamProtocol::Http1
+            && body_state.is_some()
+            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            // A body of unknown length, which hyper would drop on methods
+            // such as GET (an HTTP/2 client sends DATA without a length):
+            // chunked framing carries it to an HTTP/1.1 upstream.
+            parts.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         let wants_replay = route.retry().is_some() || route.hedge().is_some();
         let body = match body_state {
             None => RequestBody::Empty,
@@ -316,18 +327,18 @@ fn incoming_timeout(h: &http::HeaderMap, grpc: bool) -> Option<Duration> {
 /// own deadline. `None` when it passed first.
 async fn head_timeout<F: std::future::Future>(
     forward: F,
-    head: Deadline,
+    deadlines: &Deadlines,
     body: Option<&DownstreamState>,
-    route: &Route,
-    caller: Option<Duration>,
+    route_timeout: Duration,
 ) -> Option<F::Output> {
     let Some(body) = body else {
         // No body: the deadline is fixed from the start.
-        return tokio::time::timeout_at(head.instant(), forward).await.ok();
+        return tokio::time::timeout_at(deadlines.head.instant(), forward)
+            .await
+            .ok();
     };
-    let caller = caller.map(Deadline::after);
     tokio::pin!(forward);
-    let timer = tokio::time::sleep_until(head.instant());
+    let timer = tokio::time::sleep_until(deadlines.head.instant());
     tokio::pin!(timer);
     loop {
         tokio::select! {
@@ -337,8 +348,8 @@ async fn head_timeout<F: std::future::Future>(
                 let now = Instant::now();
                 // Still streaming: the timeout has not started. (A failed
                 // body ends `forward` with the client's error soon.)
-                let from_body = body.ended_at().unwrap_or(now) + route.timeout();
-                let next = caller.map_or(from_body, |c| from_body.min(c.instant()));
+                let from_body = body.ended_at().unwrap_or(now) + route_timeout;
+                let next = deadlines.caller.map_or(from_body, |c| from_body.min(c.instant()));
                 if next <= now {
                     return None;
                 }
@@ -351,6 +362,8 @@ async fn head_timeout<F: std::future::Future>(
 /// The deadlines of one request.
 #[derive(Clone, Copy, Debug)]
 struct Deadlines {
+    /// The caller's own deadline, if it sent one.
+    caller: Option<Deadline>,
     /// By when the upstream's response head must arrive: the route timeout,
     /// shortened by the caller's deadline.
     head: Deadline,
@@ -369,6 +382,7 @@ impl Deadlines {
         let route_head = Deadline::after(route.timeout());
         let stream = route.max_stream_duration().map(Deadline::after);
         Self {
+            caller,
             head: caller.map_or(route_head, |c| c.min(route_head)),
             stream,
             upstream: match (caller, stream) {
