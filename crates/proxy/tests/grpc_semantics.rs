@@ -393,3 +393,115 @@ async fn grpc_outcomes_are_counted_by_grpc_status() {
         "{text}"
     );
 }
+
+/// Log lines captured in memory, for the access-log assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_carries_the_grpc_status_from_trailers() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(logs.clone())
+        .with_env_filter("switchyard::access=info")
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let b = GrpcBackend::start("g1").await;
+    let p = TestProxy::start(
+        &("[log]\naccess_log = true\n\n".to_owned()
+            + &listener("public", "grpc", "  name = \"echo\"")
+            + &cluster("grpc", &[b.addr()], "protocol = \"http2\"")),
+    )
+    .await;
+    let mut client = grpc::client(p.addr).await;
+    // FAILED_PRECONDITION in trailers, after two replies.
+    let mut stream = client
+        .server_stream(EchoRequest {
+            count: 2,
+            fail_code: Code::FailedPrecondition as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.next().await.is_some() {}
+    // UNAVAILABLE, trailers-only.
+    let _ = client
+        .unary(EchoRequest {
+            fail_code: Code::Unavailable as u32,
+            ..Default::default()
+        })
+        .await;
+    let lines = || -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&logs.0.lock().unwrap())
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    switchyard_test_support::eventually(Duration::from_secs(5), || async { lines().len() >= 2 })
+        .await;
+    let lines = lines();
+    let fields = |path: &str| {
+        lines
+            .iter()
+            .map(|l| &l["fields"])
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("no access line for {path}: {lines:#?}"))
+            .clone()
+    };
+    let stream_line = fields("/switchyard.test.v1.Echo/ServerStream");
+    assert_eq!(stream_line["status"], 200, "{stream_line}");
+    assert_eq!(stream_line["grpc_status"], 9, "{stream_line}");
+    let unary_line = fields("/switchyard.test.v1.Echo/Unary");
+    assert_eq!(unary_line["grpc_status"], 14, "{unary_line}");
+    assert_eq!(unary_line["error"], "unavailable", "{unary_line}");
+}
+
+#[tokio::test]
+async fn failures_in_trailers_count_for_outlier_detection() {
+    let b = GrpcBackend::start("g1").await;
+    let p = TestProxy::start(
+        &(listener("public", "grpc", "")
+            + &cluster(
+                "grpc",
+                &[b.addr()],
+                "protocol = \"http2\"\noutlier = { consecutive_failures = 3, max_ejection_percent = 100 }",
+            )),
+    )
+    .await;
+    let mut client = grpc::client(p.addr).await;
+    // Each stream sends a reply, then ends with UNAVAILABLE in its trailers:
+    // the head alone looks like a success.
+    for _ in 0..3 {
+        let mut stream = client
+            .server_stream(EchoRequest {
+                count: 1,
+                fail_code: Code::Unavailable as u32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while stream.next().await.is_some() {}
+    }
+    let snap = p.cluster("grpc").snapshot();
+    assert_eq!(snap.endpoints[0].state, "ejected", "{snap:?}");
+}

@@ -260,7 +260,10 @@ impl http_body::Body for Body {
                             g.complete();
                         }
                     }
-                    Poll::Ready(Some(Ok(_))) => {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(t), Some(g)) = (frame.trailers_ref(), guard.as_mut()) {
+                            g.trailers(t);
+                        }
                         // hyper's server stops polling once the body says it
                         // has ended, so complete as soon as that is known.
                         if body.is_end_stream() {

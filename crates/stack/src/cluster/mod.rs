@@ -312,7 +312,7 @@ impl Cluster {
     /// Sends one attempt of a request to one endpoint of this cluster, and
     /// feeds the outcome back into the endpoint's load and health.
     pub async fn send_to(
-        &self,
+        self: &Arc<Self>,
         endpoint: &Arc<Endpoint>,
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
@@ -340,16 +340,32 @@ impl Cluster {
                 endpoint
                     .stats()
                     .record(if failed { 503 } else { resp.status().as_u16() }, elapsed);
-                self.record(
-                    endpoint,
-                    if failed {
-                        Outcome::Failure
-                    } else {
-                        Outcome::Success
-                    },
-                );
+                // A gRPC answer without a status in its head has it in the
+                // trailers: its outcome is recorded when they pass, so that
+                // a stream that fails after its messages counts as a failure
+                // (and a success at the head does not reset the count).
+                let deferred = self.outlier.is_some()
+                    && !failed
+                    && is_grpc(&resp)
+                    && !resp.headers().contains_key("grpc-status");
+                if !deferred {
+                    self.record(
+                        endpoint,
+                        if failed {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Success
+                        },
+                    );
+                }
                 let (parts, body) = resp.into_parts();
-                let guard = ResponseGuard::new(checkin, in_flight, Some(request_permit));
+                let mut guard = ResponseGuard::new(checkin, in_flight, Some(request_permit));
+                if deferred {
+                    guard.defer_outcome(DeferredOutcome {
+                        cluster: self.clone(),
+                        endpoint: endpoint.clone(),
+                    });
+                }
                 Ok(Response::from_parts(parts, Body::upstream(body, guard)))
             }
             Err(e) => {
@@ -442,7 +458,7 @@ impl Cluster {
 
     /// Picks an endpoint and sends the request there.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         req: Request<Body>,
         hash: Option<u64>,
     ) -> Result<Response<Body>, ProxyError> {
@@ -526,10 +542,48 @@ fn is_failure<B>(resp: &Response<B>) -> bool {
     if resp.status().is_server_error() {
         return true;
     }
+    grpc_failure(resp.headers())
+}
+
+/// A gRPC `UNAVAILABLE` or `INTERNAL`: the statuses that say something
+/// about the endpoint rather than the call.
+fn grpc_failure(h: &http::HeaderMap) -> bool {
     matches!(
-        resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+        h.get("grpc-status").map(|v| v.as_bytes()),
         Some(b"14") | Some(b"13")
     )
+}
+
+fn is_grpc<B>(resp: &Response<B>) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The outlier outcome of a gRPC response, recorded from its trailers.
+/// Dropped without trailers (the client went away, a hedge lost), it
+/// records nothing: the call said nothing about the endpoint.
+#[derive(Debug)]
+pub(crate) struct DeferredOutcome {
+    cluster: Arc<Cluster>,
+    endpoint: Arc<Endpoint>,
+}
+
+impl DeferredOutcome {
+    pub(crate) fn trailers(self, t: &http::HeaderMap) {
+        let failed = grpc_failure(t);
+        if failed {
+            self.endpoint.stats().count_error();
+        }
+        self.cluster.record(
+            &self.endpoint,
+            if failed {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
+        );
+    }
 }
 
 /// Latency assumed for a returning endpoint when the cluster has no recent

@@ -86,7 +86,7 @@ pub struct AttemptLog {
 /// Everything the attempt loop needs about one request.
 pub(super) struct Attempts<'a> {
     pub route: &'a Route,
-    pub cluster: &'a Cluster,
+    pub cluster: &'a Arc<Cluster>,
     pub head: Head,
     pub body: RequestBody,
     pub hash: Option<u64>,
@@ -355,7 +355,7 @@ fn attempt_value(n: u32) -> HeaderValue {
 
 /// One attempt on one endpoint, bounded by the per-try timeout.
 async fn attempt(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     endpoint: Arc<Endpoint>,
     req: Request<Body>,
     per_try: Option<Duration>,

@@ -207,7 +207,7 @@ impl HttpProxy {
     async fn forward(
         &self,
         route: &Route,
-        cluster: &Cluster,
+        cluster: &Arc<Cluster>,
         mut req: Request<Incoming>,
         conn: ConnInfo,
         deadlines: Deadlines,

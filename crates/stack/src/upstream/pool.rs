@@ -429,6 +429,7 @@ pub struct ResponseGuard {
     checkin: Option<Checkin>,
     _in_flight: InFlight,
     _request: Option<Permit>,
+    outcome: Option<crate::cluster::DeferredOutcome>,
 }
 
 impl ResponseGuard {
@@ -441,6 +442,19 @@ impl ResponseGuard {
             checkin,
             _in_flight: in_flight,
             _request: request,
+            outcome: None,
+        }
+    }
+
+    /// Records the endpoint's outlier outcome from the trailers.
+    pub(crate) fn defer_outcome(&mut self, outcome: crate::cluster::DeferredOutcome) {
+        self.outcome = Some(outcome);
+    }
+
+    /// The response's trailers went by.
+    pub(crate) fn trailers(&mut self, t: &http::HeaderMap) {
+        if let Some(o) = self.outcome.take() {
+            o.trailers(t);
         }
     }
 
