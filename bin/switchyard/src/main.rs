@@ -60,6 +60,14 @@ enum Command {
         /// File holding the bearer token that writes must present.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Connections served at once; at the limit new clients wait in the
+        /// kernel backlog. Every watching proxy holds one per service.
+        #[arg(
+            long,
+            default_value_t = switchyard_registry::server::MAX_CONNECTIONS,
+            value_parser = parse_connections
+        )]
+        max_connections: usize,
     },
     /// Bring up a whole local system (backends, proxy, load) and report.
     ///
@@ -120,6 +128,16 @@ fn parse_rate(s: &str) -> Result<u32, String> {
         return Err("must be at least 1".to_owned());
     }
     Ok(rate)
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of connections"))?;
+    if n == 0 {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(n)
 }
 
 /// A usage error found after parsing: printed like clap's own (with the
@@ -186,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in &checked.warnings {
                 tracing::warn!(warning = %w, "configuration warning");
             }
+            switchyard_serve::fd::check_at_start(&proxy_fd_budget(&cfg));
             let runtime = runtime(cfg.runtime.workers)?;
             let drained = runtime.block_on(async {
                 let proxy = switchyard_proxy::Proxy::bind(cfg).await?;
@@ -200,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             store,
             token_file,
+            max_connections,
         } => {
             let level = cli.log_level.unwrap_or_else(|| "info".to_owned());
             let _log = switchyard_telemetry::logging::init(&level, format)?;
@@ -207,6 +227,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => Some(read_token(&path)?),
                 None => None,
             };
+            let mut budget = switchyard_serve::fd::Budget::new();
+            budget.add("registry connections", max_connections);
+            switchyard_serve::fd::check_at_start(&budget);
             let runtime = runtime(None)?;
             runtime.block_on(async {
                 let server =
@@ -215,7 +238,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         store,
                         token,
                     })
-                    .await?;
+                    .await?
+                    .max_connections(max_connections);
                 server.run(shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
@@ -273,6 +297,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The descriptors the proxy's connection limits may use: each HTTP
+/// listener's `max_connections`, the admin's, and each cluster's upstream
+/// `limits.max_connections`. TCP listeners have no connection limit and
+/// UDP sessions are bounded by their timeout; the reserve covers the rest.
+fn proxy_fd_budget(cfg: &switchyard_config::Config) -> switchyard_serve::fd::Budget {
+    use switchyard_config::ListenerProtocol;
+    let mut budget = switchyard_serve::fd::Budget::new();
+    for l in &cfg.listeners {
+        if l.protocol == ListenerProtocol::Http {
+            budget.add(format!("listener {}", l.name), l.http.max_connections);
+        }
+    }
+    budget.add("admin", cfg.admin.max_connections);
+    for c in &cfg.clusters {
+        budget.add(format!("cluster {}", c.name), c.limits.max_connections);
+    }
+    budget
 }
 
 /// The token is the file's content without surrounding whitespace (so a

@@ -138,6 +138,7 @@ mod tests {
         AdminConfig {
             listen: listen.parse().expect("test address"),
             token_file,
+            ..AdminConfig::default()
         }
     }
 

@@ -25,7 +25,6 @@ mod routes;
 mod sample;
 
 use std::{
-    future::IntoFuture,
     net::SocketAddr,
     sync::{
         Arc,
@@ -43,7 +42,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
-use switchyard_config::Config;
+use switchyard_config::{AdminConfig, Config};
 use switchyard_stack::cluster::{Cluster, ClusterSnapshot};
 use switchyard_telemetry::Metrics;
 use tokio::net::TcpListener;
@@ -183,23 +182,42 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
+/// The admin listener's connection limit and timeouts, from `[admin]`.
+pub fn serve_settings(admin: &AdminConfig) -> switchyard_serve::Settings {
+    switchyard_serve::Settings {
+        max_connections: admin.max_connections,
+        header_read_timeout: admin.header_read_timeout,
+        idle_timeout: admin.idle_timeout,
+        ..switchyard_serve::Settings::default()
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` resolves; also runs
 /// the live feed's sampler, whose end closes open `/events` streams so that
 /// they do not hold the graceful shutdown open.
+///
+/// The listener has its own connection limit and timeouts
+/// (`[admin] max_connections`, `header_read_timeout`, `idle_timeout`): at
+/// the limit it stops accepting and new clients wait in the kernel backlog,
+/// while the data plane, with limits of its own, keeps accepting.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let settings = serve_settings(&state.config.admin);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(feed::run(state.clone(), stop_rx.clone()));
     let mut server_stop = stop_rx;
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
+    let server = switchyard_serve::serve(
+        listener,
+        router(state).into_service(),
+        settings,
+        async move {
             // Resolves when `stop_tx` sends or is dropped.
             let _ = server_stop.wait_for(|stop| *stop).await;
-        })
-        .into_future();
+        },
+    );
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,
@@ -208,16 +226,16 @@ pub async fn serve(
             server.await
         }
     };
-    // The server may also end on its own (an accept error); the sampler
-    // stops either way.
+    // Serving ends only at shutdown; the sampler stops with it.
     let _ = stop_tx.send(true);
     let _ = sampler.await;
     result
 }
 
-/// Binds the admin address.
+/// Binds the admin address (`SO_REUSEADDR`, a deep accept backlog where
+/// clients wait while the listener is at its connection limit).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    switchyard_serve::bind(addr)
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> Response {
@@ -257,4 +275,19 @@ async fn clusters(State(state): State<Arc<AdminState>>) -> Json<ClustersBody> {
 
 async fn config(State(state): State<Arc<AdminState>>) -> Json<Arc<Config>> {
     Json(state.config.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[admin]`'s defaults (in the config crate, which documents them) are
+    /// those of the serving library.
+    #[test]
+    fn admin_defaults_are_the_serving_defaults() {
+        assert_eq!(
+            serve_settings(&AdminConfig::default()),
+            switchyard_serve::Settings::default()
+        );
+    }
 }

@@ -36,6 +36,22 @@ pub struct AdminConfig {
     /// in the config, so that the config can be shown (`/config`) and
     /// committed without the secret.
     pub token_file: Option<PathBuf>,
+    /// Default 256: connections the admin listener serves at once; at the
+    /// limit it stops accepting and new clients wait in the kernel backlog
+    /// until one closes. Its own limit, so that clients of the admin port
+    /// cannot take the descriptors the data plane needs (nor the other way
+    /// round). A handful of scrapers, probes and dashboards need far fewer.
+    pub max_connections: usize,
+    /// Default 10s: a connection must send its first request, and an
+    /// HTTP/1.1 client each request head, within this; one that sends
+    /// nothing is closed then. The data plane's default too.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub header_read_timeout: Duration,
+    /// Default 60s: a connection with no request in flight is closed after
+    /// this (an open `/events` feed is in flight). Longer than the usual
+    /// Prometheus scrape interval, so that a scraper's connection is reused.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for AdminConfig {
@@ -43,6 +59,9 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token_file: None,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -115,7 +115,7 @@ fn expected() -> Config {
     Config {
         admin: AdminConfig {
             listen: addr("127.0.0.1:9901"),
-            token_file: None,
+            ..AdminConfig::default()
         },
         runtime: RuntimeConfig::default(),
         log: LogConfig::default(),

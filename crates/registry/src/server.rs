@@ -1,5 +1,6 @@
 //! Binding and running the registry: the token rule, the store, the HTTP
-//! server and its graceful shutdown.
+//! server (`switchyard-serve`: a connection limit, header read and idle
+//! timeouts) and its graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -40,12 +41,36 @@ pub enum StartError {
     },
 }
 
+/// Default 4,096: connections the registry serves at once. Every proxy
+/// holds one connection per service it watches, open in a blocking query
+/// most of the time (and each registered instance heartbeats on one), so
+/// the limit must count watchers, not requests: 4,096 serves, e.g., a
+/// thousand proxies watching four services each. At the limit the registry
+/// stops accepting; new clients wait in the kernel backlog until a
+/// connection closes, which for a blocking query can be its whole `wait`
+/// (30s by default) — raise it (`--max-connections`) before the fleet
+/// reaches it. Idle, each connection costs a descriptor and some KiB.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// The registry's serving settings: [`MAX_CONNECTIONS`]; the header read
+/// timeout (10s) and idle timeout (60s) of the admin API, which suit it
+/// too: clients send a request as soon as they connect, a blocking query
+/// is a request in flight (never idle, however long its wait), and a
+/// watcher asks again at once after each answer.
+pub fn serve_settings() -> switchyard_serve::Settings {
+    switchyard_serve::Settings {
+        max_connections: MAX_CONNECTIONS,
+        ..switchyard_serve::Settings::default()
+    }
+}
+
 /// A bound registry, ready to [`run`](RegistryServer::run).
 pub struct RegistryServer {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
     shutdown: watch::Sender<bool>,
+    serve: switchyard_serve::Settings,
 }
 
 impl std::fmt::Debug for RegistryServer {
@@ -53,6 +78,7 @@ impl std::fmt::Debug for RegistryServer {
         f.debug_struct("RegistryServer")
             .field("addr", &self.addr)
             .field("state", &self.state)
+            .field("serve", &self.serve)
             .finish()
     }
 }
@@ -72,12 +98,10 @@ impl RegistryServer {
         token: Option<String>,
     ) -> Result<Self, StartError> {
         check_token(listen, token.as_deref())?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let listener = switchyard_serve::bind(listen).map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
         let addr = listener.local_addr().unwrap_or(listen);
         let (shutdown, rx) = watch::channel(false);
         Ok(Self {
@@ -91,6 +115,7 @@ impl RegistryServer {
                 bodies: Arc::default(),
             },
             shutdown,
+            serve: serve_settings(),
         })
     }
 
@@ -107,6 +132,20 @@ impl RegistryServer {
         self
     }
 
+    /// Connections served at once (default [`MAX_CONNECTIONS`]); at the
+    /// limit new clients wait in the kernel backlog.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.serve.max_connections = max.max(1);
+        self
+    }
+
+    /// All the serving settings (connection limit, timeouts), e.g. short
+    /// timeouts in tests.
+    pub fn serve_settings(mut self, settings: switchyard_serve::Settings) -> Self {
+        self.serve = settings;
+        self
+    }
+
     pub fn store(&self) -> Arc<dyn Store> {
         self.state.store.clone()
     }
@@ -117,16 +156,21 @@ impl RegistryServer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        info!(addr = %self.addr, store = %self.state.store.describe(), auth = self.state.token.is_some(), "registry listening");
+        info!(
+            addr = %self.addr,
+            store = %self.state.store.describe(),
+            auth = self.state.token.is_some(),
+            max_connections = self.serve.max_connections,
+            "registry listening"
+        );
         let app = api::router(self.state);
         let tx = self.shutdown;
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                info!("registry shutting down");
-                let _ = tx.send(true);
-            })
-            .await
+        switchyard_serve::serve(self.listener, app.into_service(), self.serve, async move {
+            shutdown.await;
+            info!("registry shutting down");
+            let _ = tx.send(true);
+        })
+        .await
     }
 }
 

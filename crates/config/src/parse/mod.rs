@@ -37,7 +37,13 @@ const TRACING_KEYS: &[&str] = &[
     "queue_size",
     "batch_size",
 ];
-const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
+const ADMIN_KEYS: &[&str] = &[
+    "listen",
+    "token_file",
+    "max_connections",
+    "header_read_timeout",
+    "idle_timeout",
+];
 const RUNTIME_KEYS: &[&str] = &["workers", "shutdown_grace"];
 const LOG_KEYS: &[&str] = &["level", "format", "access_log"];
 const LISTENER_KEYS: &[&str] = &[
@@ -100,6 +106,15 @@ fn admin_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> AdminConfig {
     admin.token_file = t
         .opt(ctx, "token_file", Field::non_empty_str)
         .map(std::path::PathBuf::from);
+    if let Some(n) = t.opt(ctx, "max_connections", |f, c| f.usize_min(c, 1)) {
+        admin.max_connections = n;
+    }
+    if let Some(d) = t.opt(ctx, "header_read_timeout", Field::positive_duration) {
+        admin.header_read_timeout = d;
+    }
+    if let Some(d) = t.opt(ctx, "idle_timeout", Field::positive_duration) {
+        admin.idle_timeout = d;
+    }
     admin
 }
 
