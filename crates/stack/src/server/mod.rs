@@ -16,18 +16,10 @@ use tracing::{debug, warn};
 use crate::{drain, proxy::HttpProxy};
 
 /// Binds a listening socket with `SO_REUSEADDR` (restarts do not wait for
-/// TIME_WAIT) and a deep accept backlog for connection bursts.
+/// TIME_WAIT) and a deep accept backlog for connection bursts — the same
+/// socket the control plane's listeners use.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    switchyard_serve::bind(addr)
 }
 
 /// Builds the hyper server settings for a listener.
