@@ -96,10 +96,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(UPGRADE);
     }
     if te {
-        if let Some(v) = headers.get(TE) {
-            if !v.as_bytes().eq_ignore_ascii_case(b"trailers") {
-                headers.remove(TE);
-            }
+        // Only `trailers` may cross a hop (and is the only TE value HTTP/2
+        // allows, RFC 9113 §8.2.2), whatever the other lines or list items
+        // say: one `TE: trailers` stays when any item asked for it.
+        let trailers = headers
+            .get_all(TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("trailers")
+            });
+        if trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        } else {
+            headers.remove(TE);
         }
     }
 }
@@ -136,15 +151,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static st
             ip_buf.as_bytes()
         }
     };
-    let value = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
-            v.extend_from_slice(prior.as_bytes());
+    // Repeated lines are one list (RFC 9110 §5.3): every earlier hop is
+    // kept, in order, before this client.
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter();
+    let value = match (prior.next(), prior.next()) {
+        (None, _) => HeaderValue::from_bytes(ip),
+        (Some(first), None) => {
+            let mut v = Vec::with_capacity(first.len() + 2 + ip.len());
+            v.extend_from_slice(first.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(ip);
             HeaderValue::from_bytes(&v)
         }
-        None => HeaderValue::from_bytes(ip),
+        (Some(_), Some(_)) => {
+            let mut v = Vec::new();
+            for line in headers.get_all(&X_FORWARDED_FOR) {
+                v.extend_from_slice(line.as_bytes());
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(ip);
+            HeaderValue::from_bytes(&v)
+        }
     };
     // An IP address and a previously valid header value joined by ", " are
     // always a valid header value.
@@ -250,6 +277,31 @@ pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn te_keeps_only_trailers_across_lines() {
+        let mut h = HeaderMap::new();
+        h.append(TE, HeaderValue::from_static("trailers"));
+        h.append(TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get_all(TE).iter().collect::<Vec<_>>(), vec!["trailers"]);
+        let mut h = HeaderMap::new();
+        h.append(TE, HeaderValue::from_static("gzip;q=0.5, deflate"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key(TE));
+    }
+
+    #[test]
+    fn forwarded_for_keeps_every_line() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+        set_forwarded(&mut h, "203.0.113.9".parse().unwrap(), "http");
+        assert_eq!(
+            h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            vec!["192.0.2.1, 198.51.100.2, 203.0.113.9"]
+        );
+    }
 
     #[test]
     fn only_allowed_upgrades_and_never_h2c() {
