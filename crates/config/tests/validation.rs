@@ -255,3 +255,26 @@ fn h2c_upgrades_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn new_stream_and_header_limits_reject_garbage_with_locations() {
+    let text = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\nhttp = { max_headers = 0 }\n  [[listeners.routes]]\n  cluster = \"api\"\n  max_stream_duration = \"0s\"\n  upgrades = [\"web socket\"]\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let err = switchyard_config::parse(text, "l.toml").unwrap_err();
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("l.toml:4:") && lines[0].contains("http.max_headers"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("l.toml:7:") && lines[1].contains("max_stream_duration"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("l.toml:8:") && lines[2].contains("upgrades[0]"),
+        "{}",
+        lines[2]
+    );
+}
