@@ -78,6 +78,41 @@ impl ClusterDiscovery {
     }
 }
 
+/// A cluster's discovery source, built from its settings but not started.
+/// Boxed: the sources differ much in size, and one is built per cluster.
+pub(crate) enum Source {
+    Static(Vec<EndpointSpec>),
+    Registry(Box<RegistrySource>),
+    Dns(Box<DnsSource>),
+    Etcd(Box<EtcdSource>),
+}
+
+/// Builds a cluster's source: every check of its settings that can fail
+/// before it runs. `switchyard check` calls it too, through
+/// [`crate::preflight`], so that both accept the same configurations.
+pub(crate) fn source(config: &ClusterConfig) -> Result<Source, SourceError> {
+    Ok(match &config.discovery {
+        DiscoveryConfig::Static(eps) => Source::Static(
+            eps.iter()
+                .map(|e| EndpointSpec::new(e.address, e.weight))
+                .collect(),
+        ),
+        DiscoveryConfig::Registry { url, service } => {
+            Source::Registry(Box::new(RegistrySource::new(url, service)?))
+        }
+        DiscoveryConfig::Dns(dns) => {
+            let query = match &dns.lookup {
+                DnsLookup::Name(name) => DnsQuery::name(name)?,
+                DnsLookup::Srv(name) => DnsQuery::Srv(name.clone()),
+            };
+            Source::Dns(Box::new(DnsSource::new(query, dns_options(dns))?))
+        }
+        DiscoveryConfig::Etcd { endpoints, prefix } => {
+            Source::Etcd(Box::new(EtcdSource::new(endpoints, prefix)?))
+        }
+    })
+}
+
 /// Starts discovery for one cluster. Static endpoints are applied at once
 /// and need no task (`None`).
 pub(crate) fn start(
@@ -86,36 +121,14 @@ pub(crate) fn start(
     opts: &DiscoveryOptions,
 ) -> Result<Option<ClusterDiscovery>, SourceError> {
     let metrics = || cluster.metrics().discovery(cluster.name());
-    let discovery = match &config.discovery {
-        DiscoveryConfig::Static(eps) => {
-            let specs: Vec<EndpointSpec> = eps
-                .iter()
-                .map(|e| EndpointSpec::new(e.address, e.weight))
-                .collect();
+    let discovery = match source(config)? {
+        Source::Static(specs) => {
             cluster.update(&specs);
             return Ok(None);
         }
-        DiscoveryConfig::Registry { url, service } => spawn_observed(
-            RegistrySource::new(url, service)?,
-            opts.backoff,
-            Counted(metrics()),
-        ),
-        DiscoveryConfig::Dns(dns) => {
-            let query = match &dns.lookup {
-                DnsLookup::Name(name) => DnsQuery::name(name)?,
-                DnsLookup::Srv(name) => DnsQuery::Srv(name.clone()),
-            };
-            spawn_observed(
-                DnsSource::new(query, dns_options(dns))?,
-                opts.backoff,
-                Counted(metrics()),
-            )
-        }
-        DiscoveryConfig::Etcd { endpoints, prefix } => spawn_observed(
-            EtcdSource::new(endpoints, prefix)?,
-            opts.backoff,
-            Counted(metrics()),
-        ),
+        Source::Registry(s) => spawn_observed(*s, opts.backoff, Counted(metrics())),
+        Source::Dns(s) => spawn_observed(*s, opts.backoff, Counted(metrics())),
+        Source::Etcd(s) => spawn_observed(*s, opts.backoff, Counted(metrics())),
     };
     // The same series as the observer's (one cluster, one set of series).
     let metrics = metrics();

@@ -364,24 +364,13 @@ impl Proxy {
 /// proxy starts with. Needs a tokio runtime context (the etcd client is
 /// built lazily on one).
 pub fn preflight(config: &Config) -> Vec<StartError> {
-    use switchyard_config::{Discovery as D, DnsLookup};
-    use switchyard_discovery::{DnsQuery, EtcdSource, RegistrySource};
     let mut errors = Vec::new();
     let env_token = std::env::var(switchyard_admin::TOKEN_ENV).ok();
     if let Err(e) = switchyard_admin::Token::resolve(&config.admin, env_token.as_deref()) {
         errors.push(StartError::AdminToken(e));
     }
     for cc in &config.clusters {
-        let checked = match &cc.discovery {
-            D::Static(_) => Ok(()),
-            D::Registry { url, service } => RegistrySource::new(url, service).map(drop),
-            D::Dns(dns) => match &dns.lookup {
-                DnsLookup::Name(name) => DnsQuery::name(name).map(drop),
-                DnsLookup::Srv(_) => Ok(()),
-            },
-            D::Etcd { endpoints, prefix } => EtcdSource::new(endpoints, prefix).map(drop),
-        };
-        if let Err(source) = checked {
+        if let Err(source) = discovery::source(cc) {
             errors.push(StartError::Discovery {
                 cluster: cc.name.clone(),
                 source,
