@@ -2,46 +2,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::{TestProxy, cluster, listener};
 use switchyard_test_support::{Backend, BackendConfig, free_addr};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
-
-/// A TCP server that speaks first (like SMTP or MySQL), then echoes.
-async fn greeting_echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                s.write_all(b"220 hello\r\n").await.unwrap();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test]
 async fn tcp_listener_proxies_server_first_protocols_and_skips_dead_endpoints() {
-    let echo = greeting_echo_server().await;
+    let echo = switchyard_test_support::tcp_echo(b"220 hello\r\n").await;
     let dead = free_addr();
     let toml = format!(
         "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"echo\"\n\n{}",

@@ -12,7 +12,7 @@ use serde_json::Value;
 use switchyard_test_support::{Backend, BackendConfig, client::get};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
 };
 
 /// What the TCP server sends first on every connection.
@@ -20,33 +20,6 @@ const GREETING: &[u8] = b"hello\n";
 /// What the UDP server puts in front of every reply.
 const PREFIX: &[u8] = b"echo:";
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Greets, then echoes until the client closes.
-async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if s.write_all(GREETING).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// Answers every datagram with `PREFIX` + the datagram.
 async fn udp_echo() -> SocketAddr {
@@ -103,7 +76,7 @@ async fn settled(admin: SocketAddr, done: impl Fn(&Value) -> bool) -> Value {
 
 #[tokio::test]
 async fn tcp_and_udp_clusters_report_connections_sessions_and_bytes() {
-    let tcp_backend = tcp_echo().await;
+    let tcp_backend = switchyard_test_support::tcp_echo(GREETING).await;
     let udp_backend = udp_echo().await;
     let http_backend = Backend::start(BackendConfig::new("web")).await;
     let toml = format!(

@@ -19,7 +19,7 @@ use switchyard_registry::{RegistryServer, store::embedded::EmbeddedStore};
 use switchyard_test_support::{Backend, BackendConfig, client, free_addr, free_port};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -166,25 +166,6 @@ async fn registry_with(dir: &Path, instance: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Echoes bytes until the client closes.
-async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = s.read(&mut buf).await {
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 async fn scrape(admin: SocketAddr) -> String {
     let r = client::get(admin, "/metrics").await;
     assert_eq!(r.status(), 200);
@@ -204,7 +185,7 @@ async fn every_documented_metric_family_is_exported() {
 
     let api = Backend::start(BackendConfig::new("api-1")).await;
     let web = Backend::start(BackendConfig::new("web-1")).await;
-    let echo = tcp_echo().await;
+    let echo = switchyard_test_support::tcp_echo(b"").await;
     let grpc_backend = switchyard_test_support::GrpcBackend::start("grpc-1").await;
     let dir = tempfile::tempdir().unwrap();
     let registry = registry_with(dir.path(), api.addr()).await;

@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod ports;
 pub mod process;
 pub mod python;
+pub mod tcp;
 
 pub use backend::{Backend, BackendConfig, BackendHandle, Mode, RecordedRequest};
 pub use dnsmasq::{DnsRecord, Dnsmasq};
@@ -40,3 +41,4 @@ pub use grpc::GrpcBackend;
 pub use ports::{free_addr, free_port};
 pub use process::ChildGuard;
 pub use python::{PyGrpcServer, python_venv, run_py_grpc_client, run_py_grpc_client_with};
+pub use tcp::tcp_echo;
