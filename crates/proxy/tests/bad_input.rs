@@ -10,9 +10,8 @@ use common::{TestProxy, cluster, listener};
 use http::Method;
 use switchyard_stack::cluster::EndpointSpec;
 use switchyard_test_support::{
-    Backend, BackendConfig, Mode,
+    Backend, BackendConfig, Mode, RefusedAddr,
     client::{get, request, send_http1},
-    free_addr,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -163,7 +162,8 @@ async fn upstream_closing_without_response_is_a_502() {
 
 #[tokio::test]
 async fn connect_failure_is_502_and_no_endpoints_is_503() {
-    let nothing = free_addr();
+    let refused = RefusedAddr::new();
+    let nothing = refused.addr();
     let toml = listener("public", "api", "") + &cluster("api", &[nothing], "");
     let p = TestProxy::start(&toml).await;
     let r = get(p.addr, "/x").await;

@@ -208,7 +208,8 @@ async fn broken_client_bodies_never_eject_healthy_endpoints() {
 async fn an_upstreams_error_header_is_not_taken_for_ours() {
     // Proxy B answers 502 itself (its endpoint is gone) and names the error;
     // proxy A in front only relays that answer.
-    let dead = switchyard_test_support::free_addr();
+    let refused = switchyard_test_support::RefusedAddr::new();
+    let dead = refused.addr();
     let b = TestProxy::start(&(listener("public", "api", "") + &cluster("api", &[dead], ""))).await;
     let a =
         TestProxy::start(&(listener("public", "api", "") + &cluster("api", &[b.addr], ""))).await;

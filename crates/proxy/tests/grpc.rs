@@ -15,9 +15,8 @@ use futures_util::Stream;
 use http_body_util::Full;
 use prost::Message;
 use switchyard_test_support::{
-    Backend, BackendConfig, GrpcBackend, Mode,
+    Backend, BackendConfig, GrpcBackend, Mode, RefusedAddr,
     client::{request, send_h2c},
-    free_addr,
     grpc::{self, EchoRequest},
 };
 use tokio::sync::mpsc;
@@ -365,7 +364,8 @@ async fn route_timeout_answers_deadline_exceeded() {
 #[tokio::test]
 async fn unreachable_cluster_is_unavailable() {
     // A port that was free a moment ago: nothing listens there.
-    let nowhere = free_addr();
+    let refused = RefusedAddr::new();
+    let nowhere = refused.addr();
     let p = grpc_proxy(&[nowhere], "", "").await;
     let mut client = grpc::client(p.addr).await;
     let status = within("unary to nowhere", client.unary(EchoRequest::default()))

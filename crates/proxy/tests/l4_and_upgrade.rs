@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestProxy, cluster, listener};
-use switchyard_test_support::{Backend, BackendConfig, free_addr};
+use switchyard_test_support::{Backend, BackendConfig, RefusedAddr};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -12,7 +12,8 @@ use tokio::{
 #[tokio::test]
 async fn tcp_listener_proxies_server_first_protocols_and_skips_dead_endpoints() {
     let echo = switchyard_test_support::tcp_echo(b"220 hello\r\n").await;
-    let dead = free_addr();
+    let refused = RefusedAddr::new();
+    let dead = refused.addr();
     let toml = format!(
         "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"echo\"\n\n{}",
         cluster("echo", &[dead, echo], "balance = \"round-robin\"")

@@ -190,7 +190,8 @@ async fn every_documented_metric_family_is_exported() {
     let dir = tempfile::tempdir().unwrap();
     let registry = registry_with(dir.path(), api.addr()).await;
     // Nothing listens there: every read of this source fails.
-    let dead_registry = free_addr();
+    let refused = switchyard_test_support::RefusedAddr::new();
+    let dead_registry = refused.addr();
     let collector = free_port();
     let toml = format!(
         r#"[tracing]

@@ -188,7 +188,8 @@ async fn posts_are_never_sent_twice_but_connect_failures_are_retried() {
     assert_eq!(failing.requests_with_method(&Method::POST), 11);
 
     // Connect failure: never reached anyone, so a POST moves on.
-    let dead = switchyard_test_support::free_addr();
+    let refused = switchyard_test_support::RefusedAddr::new();
+    let dead = refused.addr();
     let ok = Backend::start(BackendConfig::new("ok")).await;
     p.cluster("api").update(&[
         switchyard_stack::cluster::EndpointSpec::new(dead, 1),

@@ -2,7 +2,7 @@
 
 use http_body_util::BodyExt;
 use switchyard::{Body, Client, ErrorKind};
-use switchyard_test_support::{Backend, BackendConfig, free_addr};
+use switchyard_test_support::{Backend, BackendConfig, RefusedAddr};
 
 #[tokio::test]
 async fn client_balances_and_classifies_errors() {
@@ -27,7 +27,8 @@ async fn client_balances_and_classifies_errors() {
     assert_eq!((a.requests(), b.requests()), (5, 5));
     assert_eq!(a.last_request().unwrap().header("host"), Some("api"));
 
-    let dead = free_addr();
+    let refused = RefusedAddr::new();
+    let dead = refused.addr();
     client.update(&[switchyard::stack::cluster::EndpointSpec {
         addr: dead,
         weight: 1,

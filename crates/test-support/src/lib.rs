@@ -38,7 +38,7 @@ pub use dnsmasq::{DnsRecord, Dnsmasq};
 pub use etcd::Etcd;
 pub use eventually::{eventually, wait_for};
 pub use grpc::GrpcBackend;
-pub use ports::{free_addr, free_port};
+pub use ports::{RefusedAddr, free_addr, free_port};
 pub use process::ChildGuard;
 pub use python::{PyGrpcServer, python_venv, run_py_grpc_client, run_py_grpc_client_with};
 pub use tcp::tcp_echo;
