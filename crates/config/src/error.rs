@@ -139,6 +139,14 @@ pub enum ErrorKind {
         cluster: String,
         why: &'static str,
     },
+    /// Warning: one client address may hold as many requests as a cluster
+    /// of the listener admits, so one client can take all of its slots.
+    ClientTakesCluster {
+        listener: String,
+        cluster: String,
+        per_client: u32,
+        max_requests: usize,
+    },
     /// The file could not be read.
     Io(String),
 }
@@ -158,6 +166,15 @@ impl fmt::Display for ErrorKind {
             } => write!(
                 f,
                 "route \"{route}\" looks like gRPC ({why}) but cluster \"{cluster}\" uses protocol http1; gRPC needs protocol = \"http2\""
+            ),
+            Self::ClientTakesCluster {
+                listener,
+                cluster,
+                per_client,
+                max_requests,
+            } => write!(
+                f,
+                "listener \"{listener}\" lets one client have {per_client} requests in flight (max_requests_per_client) but cluster \"{cluster}\" admits {max_requests} (limits.max_requests): one client can take all of its slots; set max_requests_per_client below it"
             ),
             Self::UnknownKey { key, expected } => {
                 write!(f, "unknown key \"{key}\"")?;

@@ -11,6 +11,7 @@ use crate::validate::Refs;
 /// Records a warning for each suspicious route in `config`.
 pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, config: &Config) {
     for listener in &config.listeners {
+        let mut warned: Vec<&str> = Vec::new();
         for (j, route) in listener.routes.iter().enumerate() {
             let Some(site) = refs
                 .routes
@@ -33,11 +34,36 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, config: &Config) {
                     },
                 );
             }
+            let clusters: Vec<&str> = match &route.destination {
+                Destination::Cluster(c) => vec![c.as_str()],
+                Destination::Split(s) => s.iter().map(|w| w.cluster.as_str()).collect(),
+            };
+            // A client-address limit that does not stay below a cluster's
+            // request limit lets one client take all of the cluster.
+            let per_client = listener.http.max_requests_per_client;
+            for cluster in config
+                .clusters
+                .iter()
+                .filter(|c| clusters.contains(&c.name.as_str()))
+            {
+                let max_requests = cluster.limits.max_requests;
+                if usize::try_from(per_client).unwrap_or(usize::MAX) >= max_requests
+                    && !warned.contains(&cluster.name.as_str())
+                {
+                    warned.push(&cluster.name);
+                    ctx.warn(
+                        &site.span,
+                        &site.path,
+                        ErrorKind::ClientTakesCluster {
+                            listener: listener.name.clone(),
+                            cluster: cluster.name.clone(),
+                            per_client,
+                            max_requests,
+                        },
+                    );
+                }
+            }
             if let Some(why) = grpc_sign(&route.matcher) {
-                let clusters: Vec<&str> = match &route.destination {
-                    Destination::Cluster(c) => vec![c.as_str()],
-                    Destination::Split(s) => s.iter().map(|w| w.cluster.as_str()).collect(),
-                };
                 for name in clusters {
                     let http1 = config
                         .clusters

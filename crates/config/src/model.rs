@@ -230,6 +230,25 @@ pub struct HttpServerConfig {
     /// Default 10,000: connections accepted at once on this listener; beyond it
     /// the proxy stops accepting until one closes, protecting its memory.
     pub max_connections: usize,
+    /// Default 30s: a response whose next bytes are ready while the client
+    /// takes none of them for this long (an HTTP/2 window held at zero, a
+    /// slow reader) is ended: the stream is reset, an HTTP/1.1 connection
+    /// closed. A healthy client that stops reading for half a minute is gone
+    /// or hostile, and every such stream holds an upstream request slot.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub send_timeout: Duration,
+    /// Default 5m (Envoy's `stream_idle_timeout`): a stream on which no body
+    /// frame moved in either direction for this long is ended, before or
+    /// after the response head. Long-lived quiet streams (gRPC watches) need
+    /// messages more often than this, or a larger value.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub stream_idle_timeout: Duration,
+    /// Default 256: requests one client address may have in flight on this
+    /// listener at once, counted from the request head to the end of the
+    /// response body; more are answered 429 (gRPC `RESOURCE_EXHAUSTED`).
+    /// A quarter of a cluster's default `max_requests`, so that one client
+    /// cannot take a cluster's slots from the others.
+    pub max_requests_per_client: u32,
 }
 
 impl Default for HttpServerConfig {
@@ -242,6 +261,9 @@ impl Default for HttpServerConfig {
             max_connection_age: None,
             max_concurrent_streams: 100,
             max_connections: 10_000,
+            send_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_secs(300),
+            max_requests_per_client: 256,
         }
     }
 }

@@ -85,6 +85,9 @@ listen = "[::1]:8080"
     assert_eq!(listener.http.max_connection_age, None);
     assert_eq!(listener.http.max_concurrent_streams, 100);
     assert_eq!(listener.http.max_connections, 10_000);
+    assert_eq!(listener.http.send_timeout, Duration::from_secs(30));
+    assert_eq!(listener.http.stream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(listener.http.max_requests_per_client, 256);
     assert_eq!(listener.tcp_idle_timeout, Duration::from_secs(3600));
     assert_eq!(listener.udp_session_timeout, Duration::from_secs(60));
 

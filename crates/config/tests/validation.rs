@@ -278,3 +278,40 @@ fn new_stream_and_header_limits_reject_garbage_with_locations() {
         lines[2]
     );
 }
+
+#[test]
+fn stream_timeouts_and_the_client_limit_reject_garbage_with_locations() {
+    let text = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\nhttp = { send_timeout = \"0s\", stream_idle_timeout = \"soon\", max_requests_per_client = 0 }\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let err = switchyard_config::parse(text, "s.toml").unwrap_err();
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (line, key) in lines.iter().zip([
+        "http.send_timeout",
+        "http.stream_idle_timeout",
+        "http.max_requests_per_client",
+    ]) {
+        assert!(
+            line.starts_with("s.toml:4:") && line.contains(key),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_client_limit_that_covers_a_cluster_is_a_warning() {
+    let text = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\n  [[listeners.routes]]\n  match = { path_prefix = \"/a\" }\n  cluster = \"small\"\n  [[listeners.routes]]\n  match = { path_prefix = \"/b\" }\n  cluster = \"small\"\n\n[[clusters]]\nname = \"small\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\nlimits = { max_requests = 100 }\n";
+    let checked = switchyard_config::parse_with_warnings(text, "c.toml").expect("valid");
+    let w: Vec<String> = checked.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "once per cluster: {w:#?}");
+    assert!(
+        w[0].contains("\"small\" admits 100") && w[0].contains("256 requests in flight"),
+        "{}",
+        w[0]
+    );
+    let fixed = text.replace(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nhttp = { max_requests_per_client = 50 }\n",
+    );
+    let checked = switchyard_config::parse_with_warnings(&fixed, "c.toml").expect("valid");
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+}

@@ -64,6 +64,9 @@ const HTTP_KEYS: &[&str] = &[
     "max_connection_age",
     "max_concurrent_streams",
     "max_connections",
+    "send_timeout",
+    "stream_idle_timeout",
+    "max_requests_per_client",
 ];
 
 /// Reads the whole document; names, references and addresses go to `refs`
@@ -357,5 +360,16 @@ fn http_config(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> HttpServerConfig {
         max_connections: t
             .opt(ctx, "max_connections", |f, c| f.usize_min(c, 1))
             .unwrap_or(d.max_connections),
+        send_timeout: t
+            .opt(ctx, "send_timeout", Field::positive_duration)
+            .unwrap_or(d.send_timeout),
+        stream_idle_timeout: t
+            .opt(ctx, "stream_idle_timeout", Field::positive_duration)
+            .unwrap_or(d.stream_idle_timeout),
+        max_requests_per_client: t
+            .opt(ctx, "max_requests_per_client", |f, c| {
+                f.u32_in(c, 1, u32::MAX)
+            })
+            .unwrap_or(d.max_requests_per_client),
     }
 }

@@ -34,7 +34,7 @@ pub use grpc::{GrpcEnd, GrpcObserved, OnGrpcEnd};
 pub use replay::ReplayBody;
 pub use timed::{StreamLimits, TimedBody};
 
-use crate::upstream::ResponseGuard;
+use crate::{server::streams::StreamCtl, upstream::ResponseGuard};
 
 /// How far a downstream request body has come, shared by every attempt
 /// that sends it: whether it failed, and when it ended (the route timeout
@@ -49,19 +49,28 @@ struct StateInner {
     /// it is still streaming.
     ended: AtomicU64,
     epoch: Instant,
+    /// The downstream stream whose progress the body's frames report.
+    stream: Option<Arc<StreamCtl>>,
 }
 
 impl Default for DownstreamState {
     fn default() -> Self {
-        Self(Arc::new(StateInner {
-            failed: AtomicBool::new(false),
-            ended: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }))
+        Self::new(None)
     }
 }
 
 impl DownstreamState {
+    /// The state of a body sent on `stream`: each frame counts as progress
+    /// for the stream's idle timeout.
+    pub fn new(stream: Option<Arc<StreamCtl>>) -> Self {
+        Self(Arc::new(StateInner {
+            failed: AtomicBool::new(false),
+            ended: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stream,
+        }))
+    }
+
     pub fn failed(&self) -> bool {
         self.0.failed.load(Ordering::Acquire)
     }
@@ -72,6 +81,12 @@ impl DownstreamState {
         match self.0.ended.load(Ordering::Acquire) {
             0 => None,
             n => Some(self.0.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn frame(&self) {
+        if let Some(s) = &self.0.stream {
+            s.request_frame();
         }
     }
 
@@ -235,7 +250,12 @@ impl http_body::Body for Body {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(None) => state.mark_ended(),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => state.mark_ended(),
+                    Poll::Ready(Some(Ok(_))) => {
+                        state.frame();
+                        if body.is_end_stream() {
+                            state.mark_ended();
+                        }
+                    }
                     _ => {}
                 }
                 polled.map_err(|e| {

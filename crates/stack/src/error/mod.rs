@@ -42,6 +42,15 @@ pub enum ErrorKind {
     Overloaded,
     /// The downstream request body failed while it was being forwarded.
     DownstreamBody,
+    /// The client already has its listener's `max_requests_per_client`
+    /// requests in flight.
+    ClientLimit,
+    /// The client took none of a ready response for the listener's
+    /// `send_timeout`; the stream was ended.
+    SendTimeout,
+    /// No body frame moved either way for the listener's
+    /// `stream_idle_timeout`; the stream was ended.
+    StreamIdle,
     /// A bug or resource failure inside the proxy.
     Internal,
 }
@@ -62,12 +71,15 @@ impl ErrorKind {
             ErrorKind::DeadlineExpired => "deadline_expired",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::DownstreamBody => "downstream_body",
+            ErrorKind::ClientLimit => "client_limit",
+            ErrorKind::SendTimeout => "send_timeout",
+            ErrorKind::StreamIdle => "stream_idle",
             ErrorKind::Internal => "internal",
         }
     }
 
     /// All kinds, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidRequest,
         ErrorKind::NoRoute,
         ErrorKind::NoEndpoints,
@@ -80,6 +92,9 @@ impl ErrorKind {
         ErrorKind::DeadlineExpired,
         ErrorKind::Overloaded,
         ErrorKind::DownstreamBody,
+        ErrorKind::ClientLimit,
+        ErrorKind::SendTimeout,
+        ErrorKind::StreamIdle,
         ErrorKind::Internal,
     ];
 
@@ -131,6 +146,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::DeadlineExpired => "request deadline expired",
             ErrorKind::Overloaded => "cluster overloaded",
             ErrorKind::DownstreamBody => "request body failed",
+            ErrorKind::ClientLimit => "too many requests in flight from this client",
+            ErrorKind::SendTimeout => "client took no response data in time",
+            ErrorKind::StreamIdle => "stream idle too long",
             ErrorKind::Internal => "internal proxy error",
         };
         f.write_str(text)

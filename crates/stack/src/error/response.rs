@@ -28,6 +28,9 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
         ErrorKind::Timeout | ErrorKind::DeadlineExpired => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::DownstreamBody => StatusCode::BAD_REQUEST,
+        ErrorKind::ClientLimit => StatusCode::TOO_MANY_REQUESTS,
+        // These end a stream that is under way; no response carries them.
+        ErrorKind::SendTimeout | ErrorKind::StreamIdle => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -52,8 +55,8 @@ pub fn grpc_status(kind: ErrorKind) -> u8 {
         | ErrorKind::UpstreamReset
         | ErrorKind::UpstreamProtocol => UNAVAILABLE,
         ErrorKind::Timeout | ErrorKind::DeadlineExpired => DEADLINE_EXCEEDED,
-        ErrorKind::Overloaded => RESOURCE_EXHAUSTED,
-        ErrorKind::DownstreamBody => CANCELLED,
+        ErrorKind::Overloaded | ErrorKind::ClientLimit => RESOURCE_EXHAUSTED,
+        ErrorKind::DownstreamBody | ErrorKind::SendTimeout | ErrorKind::StreamIdle => CANCELLED,
         ErrorKind::Internal => INTERNAL,
     }
 }

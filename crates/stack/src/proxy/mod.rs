@@ -42,6 +42,7 @@ use crate::{
         response::{ERROR_HEADER, error_response},
     },
     route::{Route, Router},
+    server::streams::StreamCtl,
 };
 
 /// Everything one HTTP listener needs to serve requests.
@@ -88,13 +89,24 @@ impl HttpProxy {
         &self.metrics
     }
 
-    /// Serves one request. Never fails: errors become responses.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    /// Serves one request on downstream `stream`. Never fails: errors
+    /// become responses.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        stream: &Arc<StreamCtl>,
+    ) -> Response<Body> {
         let started = Instant::now();
         // Kept or generated first, so that the access log and every upstream
         // attempt carry the same id.
         headers::ensure_request_id(req.headers_mut());
         let grpc = is_grpc(&req);
+        if !stream.admitted() {
+            let err = ProxyError::new(ErrorKind::ClientLimit);
+            self.metrics.error(err.kind().as_str());
+            return error_response(&err, grpc);
+        }
         if !headers::one_authority(&mut req) {
             let err = ProxyError::new(ErrorKind::InvalidRequest);
             self.metrics.error(err.kind().as_str());
@@ -114,7 +126,8 @@ impl HttpProxy {
         let deadlines = Deadlines::of(route, incoming_timeout(req.headers(), grpc));
         // Tracked only for requests with a body: the route timeout counts
         // from its end, and a failure of it is the client's.
-        let body = (!http_body::Body::is_end_stream(req.body())).then(DownstreamState::default);
+        let body = (!http_body::Body::is_end_stream(req.body()))
+            .then(|| DownstreamState::new(Some(stream.clone())));
         let mut log = AttemptLog::default();
         let (mut resp, error) = if deadlines.head.expired() {
             // The caller has already given up: do not load an upstream.

@@ -1,22 +1,22 @@
 //! Serving one downstream connection.
 
 use std::{
+    future::{Future, poll_fn},
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::{rt::TokioIo, server::conn::auto};
 use tokio::{net::TcpStream, time::Instant};
 use tracing::debug;
 
+use super::streams::{ClientLimits, ConnStreams, StreamExecutor, StreamTimeouts, WatchedBody};
 use crate::{
     drain,
     proxy::{ConnInfo, HttpProxy},
@@ -30,11 +30,13 @@ pub(super) struct Settings {
     /// listener's `header_read_timeout`): a connection that sends nothing,
     /// or half an HTTP/2 preface, is not kept for the whole idle timeout.
     pub first_request_timeout: Duration,
+    pub streams: StreamTimeouts,
 }
 
 pub(super) struct Conn {
     pub proxy: Arc<HttpProxy>,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builder: Arc<auto::Builder<StreamExecutor>>,
+    pub clients: Arc<ClientLimits>,
     pub settings: Arc<Settings>,
     pub watch: drain::Watch,
 }
@@ -102,17 +104,21 @@ impl Conn {
             last_ms: AtomicU64::new(0),
             started: AtomicBool::new(false),
         });
+        let streams = ConnStreams::new(Some(self.clients.slot(peer.ip())));
         let proxy = self.proxy.clone();
         let act = activity.clone();
+        let svc_streams = streams.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let proxy = proxy.clone();
+            let streams = svc_streams.clone();
             // A guard, not a decrement after the await: hyper drops the
             // future of a request whose HTTP/2 stream the client reset.
             let active = Active::start(act.clone());
             async move {
-                let resp = proxy.handle(req, info).await;
+                let stream = streams.current();
+                let resp = proxy.handle(req, info, &stream).await;
                 drop(active);
-                Ok::<_, std::convert::Infallible>(resp)
+                Ok::<_, std::convert::Infallible>(resp.map(|b| WatchedBody::new(b, stream)))
             }
         });
         let conn = self
@@ -127,11 +133,20 @@ impl Conn {
         // timer; it becomes the idle timer when it fires after one began.
         let idle = tokio::time::sleep(self.settings.first_request_timeout.min(idle_timeout));
         tokio::pin!(idle);
+        // Looks at the open streams every `interval` while there are any;
+        // armed by the first stream opened after it found none.
+        let timeouts = self.settings.streams;
+        let interval = timeouts.interval();
+        let watchdog = tokio::time::sleep(FAR_FUTURE);
+        tokio::pin!(watchdog);
+        let mut armed = false;
         let mut closing = false;
         loop {
             tokio::select! {
                 biased;
-                res = conn.as_mut() => {
+                // hyper opens HTTP/2 streams from inside this poll, where
+                // the stream executor finds the connection's streams.
+                res = poll_fn(|cx| streams.enter(|| conn.as_mut().poll(cx))) => {
                     if let Err(e) = res {
                         debug!(%peer, error = %e, "downstream connection error");
                     }
@@ -163,6 +178,29 @@ impl Conn {
                         }
                         Some(deadline) => idle.as_mut().reset(deadline),
                         None => idle.as_mut().reset(Instant::now() + idle_timeout),
+                    }
+                }
+                _ = poll_fn(|cx| {
+                    if streams.take_opened() && !armed {
+                        watchdog.as_mut().reset(Instant::now() + interval);
+                        armed = true;
+                    }
+                    if armed { watchdog.as_mut().poll(cx) } else { Poll::Pending }
+                }) => {
+                    let now = Instant::now();
+                    let sweep = streams.sweep(timeouts, now);
+                    for kind in &sweep.ended {
+                        debug!(%peer, reason = kind.as_str(), "ending a stream that made no progress");
+                        metrics.error(kind.as_str());
+                    }
+                    if sweep.close {
+                        // HTTP/1.1: the stream is the connection.
+                        break;
+                    }
+                    if sweep.open > 0 {
+                        watchdog.as_mut().reset(now + interval);
+                    } else {
+                        armed = false;
                     }
                 }
             }

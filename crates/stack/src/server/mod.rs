@@ -2,17 +2,16 @@
 //! port, with limits, timeouts and graceful shutdown.
 
 mod conn;
+pub mod streams;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioTimer},
-    server::conn::auto,
-};
+use hyper_util::{rt::TokioTimer, server::conn::auto};
 use switchyard_config::HttpServerConfig;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tracing::{debug, warn};
 
+use self::streams::{ClientLimits, StreamExecutor, StreamTimeouts};
 use crate::{drain, proxy::HttpProxy};
 
 /// Binds a listening socket with `SO_REUSEADDR` (restarts do not wait for
@@ -23,8 +22,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Builds the hyper server settings for a listener.
-fn builder(cfg: &HttpServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+fn builder(cfg: &HttpServerConfig) -> auto::Builder<StreamExecutor> {
+    // HTTP/2 stream tasks are spawned through the stream executor, so that
+    // the connection can end a stream that makes no progress.
+    let mut b = auto::Builder::new(StreamExecutor);
     b.http1()
         .timer(TokioTimer::new())
         // hyper also applies this timer between keep-alive requests, so it
@@ -66,7 +67,12 @@ pub async fn serve_http(
         max_age: cfg.max_connection_age,
         idle_timeout: cfg.idle_timeout,
         first_request_timeout: cfg.header_read_timeout,
+        streams: StreamTimeouts {
+            send: cfg.send_timeout,
+            idle: cfg.stream_idle_timeout,
+        },
     });
+    let clients = ClientLimits::new(cfg.max_requests_per_client);
     let mut conns = JoinSet::new();
     loop {
         // Waiting for a permit before accepting pushes back on clients via
@@ -98,6 +104,7 @@ pub async fn serve_http(
         let conn = conn::Conn {
             proxy: proxy.clone(),
             builder: builder.clone(),
+            clients: clients.clone(),
             settings: settings.clone(),
             watch: watch.clone(),
         };
