@@ -6,6 +6,12 @@
 //! (`switchyard_endpoint_requests_total`) once the upstream connect
 //! succeeded, and the bytes it moves to and from the endpoint in
 //! `switchyard_endpoint_bytes_total`.
+//!
+//! The upstream connection comes from the cluster
+//! ([`Cluster::connect_tcp`]): it holds a place under the cluster's
+//! `max_connections` for its life (over it, the client's connection is
+//! closed and counted as `overloaded`), a failed connect is tried on another
+//! endpoint and counts against the failed one in outlier detection.
 
 use std::{
     io,
@@ -19,7 +25,6 @@ use std::{
     time::Duration,
 };
 
-use switchyard_balance::Target;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -31,12 +36,7 @@ use crate::{
     cluster::{Cluster, L4Protocol, L4Stats},
     drain,
     error::ProxyError,
-    upstream::connect,
 };
-
-/// Endpoints tried per connection: a connect failure never reached the
-/// upstream, so trying another endpoint is always safe.
-const CONNECT_ATTEMPTS: usize = 3;
 
 /// Accepts and proxies connections until `watch` signals draining; open
 /// connections then continue until they close or `watch`'s owner stops
@@ -84,25 +84,14 @@ async fn proxy_connection(
     mut watch: drain::Watch,
 ) -> Result<(), ProxyError> {
     let _ = downstream.set_nodelay(true);
-    let mut tried = Vec::with_capacity(CONNECT_ATTEMPTS);
-    let (endpoint, upstream) = loop {
-        let endpoint = cluster.pick(None, &tried)?;
-        match connect(endpoint.addr(), cluster.connect_timeout()).await {
-            Ok(s) => break (endpoint, s),
-            Err(e) if tried.len() + 1 < CONNECT_ATTEMPTS => {
-                debug!(%peer, endpoint = %endpoint.addr(), error = %e, "tcp connect failed, trying another endpoint");
-                tried.push(endpoint.addr());
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    // For TCP, "least request" balances open connections.
-    let _in_flight = endpoint.load().start();
-    endpoint.count_connection();
+    // Admitted by the cluster (max_connections), tried on up to three
+    // endpoints, and counted in the endpoint's load and outlier state.
+    let upstream = cluster.connect_tcp(None).await?;
+    let endpoint = upstream.endpoint.clone();
     let activity = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
     let mut down = Tracked::new(&mut downstream, activity.clone(), epoch, None);
-    let mut up_stream = upstream;
+    let mut up_stream = upstream.stream;
     let mut up = Tracked::new(&mut up_stream, activity.clone(), epoch, endpoint.l4());
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 64 * 1024, 64 * 1024);
     tokio::pin!(copy);

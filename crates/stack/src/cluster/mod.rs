@@ -2,6 +2,7 @@
 //! policies — limits, the retry budget, outlier ejection — and the feedback
 //! loop from every response into endpoint load and health.
 
+pub mod connect;
 mod endpoint;
 pub mod health;
 

@@ -20,7 +20,7 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::body::Incoming;
-use switchyard_balance::{Target, hash_key};
+use switchyard_balance::hash_key;
 use switchyard_config::{HashOn, UpstreamProtocol};
 use switchyard_policy::{Deadline, deadline};
 use switchyard_telemetry::{
@@ -253,15 +253,17 @@ impl HttpProxy {
             .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
             .unwrap_or(1);
         if let Some(on_upgrade) = on_upgrade {
-            let endpoint = cluster.pick(hash, &[])?;
-            set_upstream_target(&mut parts, protocol, endpoint.addr())?;
+            // The authority falls back to the cluster name, as for any
+            // request, so the head does not depend on the endpoint chosen.
+            set_upstream_target(&mut parts, protocol, cluster.name())?;
             let req = Request::from_parts(
                 parts,
                 Body::downstream(body, body_state.unwrap_or_default()),
             );
             log.attempts = 1;
-            log.endpoint = Some(endpoint.addr());
-            return upgrade::tunnel(&endpoint, req, on_upgrade).await;
+            let (resp, endpoint) = upgrade::tunnel(cluster, hash, req, on_upgrade).await?;
+            log.endpoint = Some(endpoint);
+            return Ok(resp);
         }
         // The authority falls back to the cluster name, which every endpoint
         // of the cluster answers to, so one head serves every attempt.

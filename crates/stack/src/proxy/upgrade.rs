@@ -1,6 +1,10 @@
 //! HTTP/1.1 protocol upgrades (WebSocket and friends), tunnelled as bytes.
+//!
+//! The upstream connection comes from the cluster like any request's: it
+//! takes a request slot and a connection place for the tunnel's life,
+//! counts in the endpoint's load, and its answer feeds outlier detection.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -8,29 +12,37 @@ use hyper_util::rt::TokioIo;
 use switchyard_balance::Target;
 use tracing::debug;
 
-use crate::{body::Body, cluster::Endpoint, error::ProxyError};
+use crate::{body::Body, cluster::Cluster, error::ProxyError};
 
 /// Sends an upgrade request on a dedicated upstream connection. When the
 /// upstream agrees (101), both connections are spliced together until either
-/// side closes; otherwise its answer is returned like any response.
+/// side closes; otherwise its answer is returned like any response. Also
+/// returns the endpoint that answered.
 pub async fn tunnel(
-    endpoint: &Arc<Endpoint>,
+    cluster: &Arc<Cluster>,
+    hash: Option<u64>,
     req: Request<Body>,
     downstream: OnUpgrade,
-) -> Result<Response<Body>, ProxyError> {
-    let in_flight = endpoint.load().start();
-    let (mut resp, lease) = endpoint.pool().send_upgrade(req).await?;
+) -> Result<(Response<Body>, SocketAddr), ProxyError> {
+    let mut up = cluster.connect_upgrade(hash).await?;
+    let addr = up.endpoint.addr();
+    let answer = up
+        .sender
+        .send_request(req)
+        .await
+        .map_err(|e| ProxyError::from_upstream(e).at(addr));
+    cluster.upgrade_answered(&up, &answer);
+    let mut resp = answer?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
-        return Ok(Response::from_parts(parts, Body::incoming(body)));
+        return Ok((Response::from_parts(parts, Body::incoming(body)), addr));
     }
     let upstream = hyper::upgrade::on(&mut resp);
-    let addr = endpoint.addr();
+    let hold = up.hold;
     tokio::spawn(async move {
-        // The tunnel counts as in flight on the endpoint, and as an open
-        // connection of the cluster, for its lifetime.
-        let _in_flight = in_flight;
-        let _lease = lease;
+        // The tunnel holds its request slot, its connection's place and the
+        // endpoint's in-flight count for its lifetime.
+        let _hold = hold;
         match tokio::try_join!(downstream, upstream) {
             Ok((down, up)) => {
                 let mut down = TokioIo::new(down);
@@ -44,5 +56,5 @@ pub async fn tunnel(
         }
     });
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, Body::incoming(body)))
+    Ok((Response::from_parts(parts, Body::incoming(body)), addr))
 }

@@ -11,4 +11,4 @@ mod connect;
 mod pool;
 
 pub use connect::connect;
-pub use pool::{Pool, PoolSettings, ResponseGuard};
+pub use pool::{ConnectionLease, Pool, PoolSettings, ResponseGuard};

@@ -215,11 +215,11 @@ impl Pool {
     /// Opens a dedicated HTTP/1.1 connection that supports protocol upgrades
     /// (WebSocket); it is never pooled. The lease holds the connection's
     /// place under the cluster's connection limit: the caller keeps it for
-    /// as long as the upgraded tunnel lives.
-    pub async fn send_upgrade(
+    /// as long as the upgraded tunnel lives. Nothing is sent yet, so a
+    /// failure here leaves the request free to go to another endpoint.
+    pub async fn connect_upgrade(
         &self,
-        req: Request<Body>,
-    ) -> Result<(Response<Incoming>, ConnectionLease), ProxyError> {
+    ) -> Result<(http1::SendRequest<Body>, ConnectionLease), ProxyError> {
         let permit = self
             .inner
             .settings
@@ -228,7 +228,7 @@ impl Pool {
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
         let stream = connect(addr, self.inner.settings.connect_timeout).await?;
-        let (mut tx, conn) = http1::Builder::new()
+        let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::from_upstream(e).at(addr))?;
@@ -245,11 +245,7 @@ impl Pool {
                 debug!(%addr, error = %e, "upstream upgrade connection ended");
             }
         });
-        let resp = tx
-            .send_request(req)
-            .await
-            .map_err(|e| ProxyError::from_upstream(e).at(addr))?;
-        Ok((resp, lease))
+        Ok((tx, lease))
     }
 
     async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {

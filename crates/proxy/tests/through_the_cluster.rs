@@ -1,0 +1,147 @@
+//! WebSocket upgrades and TCP connections reach endpoints through their
+//! cluster like HTTP requests do: they pass its limits, count in its load
+//! and statistics, skip endpoints that refuse connections and feed those
+//! failures into outlier detection.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{TestProxy, cluster, listener};
+use switchyard_telemetry::Decision;
+use switchyard_test_support::{Backend, BackendConfig, RefusedAddr, assert_eventually};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const OUTLIER: &str =
+    "balance = \"round-robin\"\noutlier = { consecutive_failures = 1, max_ejection_percent = 100 }";
+
+/// Sends a WebSocket upgrade and returns the connection and the status.
+async fn upgrade(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    (s, head)
+}
+
+async fn echo(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, msg);
+}
+
+#[tokio::test]
+async fn websocket_tunnels_hold_a_request_slot_and_skip_refusing_endpoints() {
+    let refused = RefusedAddr::new();
+    let ws = Backend::start(BackendConfig::new("ws")).await;
+    let p = TestProxy::start(
+        &(listener("public", "api", "")
+            + &cluster(
+                "api",
+                &[refused.addr(), ws.addr()],
+                &format!("{OUTLIER}\nlimits = {{ max_requests = 1 }}"),
+            )),
+    )
+    .await;
+    let (mut first, head) = upgrade(p.addr).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo(&mut first, b"ping").await;
+    let snap = p.cluster("api").snapshot();
+    assert_eq!(snap.active_requests, 1, "the open tunnel holds a slot");
+    let live = snap
+        .endpoints
+        .iter()
+        .find(|e| e.address == ws.addr())
+        .unwrap();
+    assert_eq!((live.in_flight, live.requests), (1, 1));
+    // While it is open the cluster (max_requests = 1) is full.
+    let (_, head) = upgrade(p.addr).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("x-switchyard-error: overloaded"), "{head}");
+    drop(first);
+    assert_eventually!(
+        p.cluster("api").snapshot().active_requests == 0,
+        Duration::from_secs(5)
+    );
+    // Round-robin offers the refusing endpoint to one of the next two
+    // upgrades; both reach the live one, and the refusing one is ejected.
+    for _ in 0..2 {
+        let (mut s, head) = upgrade(p.addr).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        echo(&mut s, b"again").await;
+        drop(s);
+        assert_eventually!(
+            p.cluster("api").snapshot().active_requests == 0,
+            Duration::from_secs(5)
+        );
+    }
+    let snap = p.cluster("api").snapshot();
+    let dead = snap
+        .endpoints
+        .iter()
+        .find(|e| e.address == refused.addr())
+        .unwrap();
+    assert_eq!(dead.state, "ejected", "{snap:?}");
+}
+
+#[tokio::test]
+async fn tcp_connections_are_admitted_by_the_cluster_and_feed_outlier_detection() {
+    let refused = RefusedAddr::new();
+    let echo_addr = switchyard_test_support::tcp_echo(b"").await;
+    let toml = format!(
+        "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"echo\"\n\n{}",
+        cluster(
+            "echo",
+            &[refused.addr(), echo_addr],
+            &format!("{OUTLIER}\nlimits = {{ max_connections = 2 }}")
+        )
+    );
+    let p = TestProxy::start(&toml).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(p.listener("raw")).await.unwrap();
+        echo(&mut s, b"hello").await;
+        open.push(s);
+    }
+    let snap = p.cluster("echo").snapshot();
+    let dead = snap
+        .endpoints
+        .iter()
+        .find(|e| e.address == refused.addr())
+        .unwrap();
+    assert_eq!(dead.state, "ejected", "a refused connect counts: {snap:?}");
+    // A third connection is over max_connections: closed at once.
+    let mut third = TcpStream::connect(p.listener("raw")).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(p.cluster("echo").decisions().get(Decision::Overloaded), 1);
+    // Closing one frees its place.
+    drop(open.pop());
+    assert_eventually!(
+        {
+            let mut s = TcpStream::connect(p.listener("raw")).await.unwrap();
+            s.write_all(b"x").await.is_ok()
+                && tokio::time::timeout(Duration::from_millis(500), s.read(&mut [0u8; 1]))
+                    .await
+                    .is_ok_and(|r| r.is_ok_and(|n| n == 1))
+        },
+        Duration::from_secs(5)
+    );
+}
