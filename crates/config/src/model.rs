@@ -296,6 +296,39 @@ pub struct RouteConfig {
     pub retry: Option<RetryPolicy>,
     /// Default `None`: no hedging.
     pub hedge: Option<HedgePolicy>,
+    /// Default `None`: no faults. Injected faults (Envoy's fault filter) for
+    /// testing how callers cope with a slow or failing service.
+    pub fault: Option<FaultPolicy>,
+}
+
+/// `fault = { ... }`: faults injected into a share of a route's requests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultPolicy {
+    /// Answer this share of requests without sending them upstream.
+    pub abort: Option<FaultAbort>,
+    /// Hold this share of requests before sending them upstream.
+    pub delay: Option<FaultDelay>,
+}
+
+/// An injected answer: an HTTP status, or for gRPC calls a gRPC status.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultAbort {
+    /// Share of requests, 0.0..=1.0.
+    pub ratio: f64,
+    /// Default 503: the status of aborted HTTP requests.
+    pub status: u16,
+    /// Default 14 (UNAVAILABLE): the `grpc-status` of aborted gRPC calls.
+    pub grpc_status: u8,
+}
+
+/// An injected delay before the request goes upstream; it counts against
+/// the route timeout and the caller's deadline, as a slow upstream would.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultDelay {
+    /// Share of requests, 0.0..=1.0.
+    pub ratio: f64,
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub duration: Duration,
 }
 
 /// The request properties a route matches on; all given conditions must hold.

@@ -44,6 +44,7 @@ fn expected() -> Config {
                 ..RetryPolicy::default()
             }),
             hedge: None,
+            fault: None,
         }],
         cluster: None,
         http: HttpServerConfig::default(),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{WEB, errors, single, tcp};
 use switchyard_config::*;
 
@@ -314,4 +316,50 @@ fn a_client_limit_that_covers_a_cluster_is_a_warning() {
     );
     let checked = switchyard_config::parse_with_warnings(&fixed, "c.toml").expect("valid");
     assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+}
+
+#[test]
+fn fault_policies_parse_with_defaults_and_reject_garbage() {
+    let base = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\n  [[listeners.routes]]\n  cluster = \"api\"\n  fault = FAULT\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let ok = base.replace(
+        "FAULT",
+        "{ abort = { ratio = 0.1 }, delay = { ratio = 0.5, duration = \"250ms\" } }",
+    );
+    let config = switchyard_config::parse(&ok, "f.toml").expect("valid");
+    let fault = config.listeners[0].routes[0]
+        .fault
+        .clone()
+        .expect("a policy");
+    let abort = fault.abort.expect("an abort");
+    assert_eq!(
+        (abort.ratio, abort.status, abort.grpc_status),
+        (0.1, 503, 14)
+    );
+    let delay = fault.delay.expect("a delay");
+    assert_eq!(
+        (delay.ratio, delay.duration),
+        (0.5, Duration::from_millis(250))
+    );
+    let unset = base.replace("  fault = FAULT\n", "");
+    let config = switchyard_config::parse(&unset, "f.toml").expect("valid");
+    assert_eq!(config.listeners[0].routes[0].fault, None, "off by default");
+
+    let bad = base.replace(
+        "FAULT",
+        "{ abort = { ratio = 1.5, status = 99 }, delay = { ratio = 0.5 } }",
+    );
+    let err = switchyard_config::parse(&bad, "f.toml").unwrap_err();
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("f.toml:6:")),
+        "{lines:#?}"
+    );
+    assert!(lines[0].contains("fault.abort.ratio"), "{}", lines[0]);
+    assert!(lines[1].contains("fault.abort.status"), "{}", lines[1]);
+    assert!(
+        lines[2].contains("fault.delay") && lines[2].contains("duration"),
+        "{}",
+        lines[2]
+    );
 }

@@ -222,6 +222,9 @@ listen = "127.0.0.1:0"
   name = "gone"
   match = {{ path_prefix = "/gone" }}
   cluster = "gone"
+  # Never drawn (ratio 0): the route only needs a fault policy for its
+  # series to exist.
+  fault = {{ delay = {{ ratio = 0.0, duration = "1s" }} }}
 
 [[listeners]]
 name = "raw"

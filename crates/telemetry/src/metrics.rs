@@ -32,8 +32,8 @@ use prometheus_client::{
 };
 
 pub use handles::{
-    ClusterMetrics, DiscoveryMetrics, HealthCheckMetrics, ListenerMetrics, RouteMetrics,
-    SpanMetrics,
+    ClusterMetrics, DiscoveryMetrics, FaultCounters, HealthCheckMetrics, ListenerMetrics,
+    RouteMetrics, SpanMetrics,
 };
 pub use labels::*;
 
@@ -66,6 +66,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     grpc_requests: Family<GrpcLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     errors: Family<ErrorLabels, Counter>,
     connections_total: Family<ListenerLabels, Counter>,
@@ -152,6 +153,22 @@ impl Metrics {
     /// Live stats of every route, in the order routes were built.
     pub fn route_live(&self) -> Vec<RouteLive> {
         lock(&self.route_live).clone()
+    }
+
+    /// Counters of the faults a route injects; only routes with a fault
+    /// policy ask, so only they export the series.
+    pub fn route_faults(&self, listener: &str, route: &str) -> FaultCounters {
+        let series = |kind: &str| {
+            self.faults.get_or_create_owned(&FaultLabels {
+                listener: listener.to_owned(),
+                route: route.to_owned(),
+                kind: kind.to_owned(),
+            })
+        };
+        FaultCounters {
+            abort: series("abort"),
+            delay: series("delay"),
+        }
     }
 
     /// Handles for one listener, resolved once when it starts.

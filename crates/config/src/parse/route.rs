@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 use crate::model::{
-    Destination, HedgeDelay, HedgePolicy, PathMatch, RetryOn, RetryPolicy, RouteConfig, RouteMatch,
-    WeightedCluster,
+    Destination, FaultAbort, FaultDelay, FaultPolicy, HedgeDelay, HedgePolicy, PathMatch, RetryOn,
+    RetryPolicy, RouteConfig, RouteMatch, WeightedCluster,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Refs, Site};
@@ -21,6 +21,7 @@ const ROUTE_KEYS: &[&str] = &[
     "upgrades",
     "retry",
     "hedge",
+    "fault",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path_prefix", "method", "headers"];
 const SPLIT_KEYS: &[&str] = &["cluster", "weight"];
@@ -36,6 +37,9 @@ const RETRY_KEYS: &[&str] = &[
 ];
 const BACKOFF_KEYS: &[&str] = &["base", "max"];
 const HEDGE_KEYS: &[&str] = &["delay", "percentile", "max_attempts", "max_extra_load"];
+const FAULT_KEYS: &[&str] = &["abort", "delay"];
+const ABORT_KEYS: &[&str] = &["ratio", "status", "grpc_status"];
+const DELAY_KEYS: &[&str] = &["ratio", "duration"];
 
 /// Default route timeout; the reason is on `RouteConfig::timeout`.
 pub(crate) const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -80,6 +84,9 @@ pub(super) fn route(
     let hedge = t
         .opt(ctx, "hedge", |f, c| f.table(c, HEDGE_KEYS))
         .and_then(|h| hedge(ctx, &h));
+    let fault = t
+        .opt(ctx, "fault", |f, c| f.table(c, FAULT_KEYS))
+        .map(|f| fault(ctx, &f));
     Some(RouteConfig {
         name,
         matcher,
@@ -89,7 +96,44 @@ pub(super) fn route(
         upgrades,
         retry,
         hedge,
+        fault,
     })
+}
+
+fn fault(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> FaultPolicy {
+    let ratio = |ctx: &mut Ctx<'_>, t: &Table<'_, '_>| {
+        t.required(ctx, "ratio")
+            .and_then(|f| f.float_in(ctx, 0.0, 1.0))
+    };
+    let abort = t
+        .opt(ctx, "abort", |f, c| f.table(c, ABORT_KEYS))
+        .and_then(|a| {
+            let ratio = ratio(ctx, &a);
+            let status = a
+                .opt(ctx, "status", |f, c| f.u32_in(c, 200, 599))
+                .map_or(503, |s| s as u16);
+            let grpc_status = a
+                .opt(ctx, "grpc_status", |f, c| f.u32_in(c, 1, 16))
+                .map_or(14, |s| s as u8);
+            Some(FaultAbort {
+                ratio: ratio?,
+                status,
+                grpc_status,
+            })
+        });
+    let delay = t
+        .opt(ctx, "delay", |f, c| f.table(c, DELAY_KEYS))
+        .and_then(|d| {
+            let ratio = ratio(ctx, &d);
+            let duration = d
+                .required(ctx, "duration")
+                .and_then(|f| f.positive_duration(ctx));
+            Some(FaultDelay {
+                ratio: ratio?,
+                duration: duration?,
+            })
+        });
+    FaultPolicy { abort, delay }
 }
 
 fn route_match(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> RouteMatch {

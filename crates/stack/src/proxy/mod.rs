@@ -6,6 +6,7 @@
 //! [`crate::error::response`].
 
 mod attempt;
+pub mod fault;
 pub mod headers;
 mod report;
 mod upgrade;
@@ -150,7 +151,16 @@ impl HttpProxy {
                 tracing,
                 &mut log,
             ));
-            match head_timeout(forward, &deadlines, body.as_ref(), route.timeout()).await {
+            // An injected delay runs inside the head timeout, as a slow
+            // upstream's time would.
+            let answer = match route.faults() {
+                None => head_timeout(forward, &deadlines, body.as_ref(), route.timeout()).await,
+                Some(faults) => {
+                    let faulty = Box::pin(faults.around(grpc, forward));
+                    head_timeout(faulty, &deadlines, body.as_ref(), route.timeout()).await
+                }
+            };
+            match answer {
                 Some(Ok(resp)) => (resp, None),
                 Some(Err(err)) => (self.fail(route, &err, grpc), Some(err.kind())),
                 None => {

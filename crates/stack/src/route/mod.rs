@@ -12,7 +12,7 @@ use switchyard_telemetry::{Metrics, RouteMetrics};
 
 pub use matcher::{Matcher, request_host};
 
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, proxy::fault::Faults};
 
 /// The ordered routes of one HTTP listener.
 #[derive(Debug)]
@@ -31,6 +31,7 @@ pub struct Route {
     upgrades: Box<[String]>,
     retry: Option<RetryPolicy>,
     hedge: Option<Hedge>,
+    faults: Option<Faults>,
     metrics: RouteMetrics,
 }
 
@@ -109,6 +110,9 @@ impl Router {
                         budget: Budget::new(policy.max_extra_load, 0, HEDGE_BUDGET_TTL),
                         policy,
                     }),
+                    faults: rc.fault.clone().map(|policy| {
+                        Faults::new(policy, metrics.route_faults(listener, &rc.name))
+                    }),
                     metrics: metrics.route(listener, &rc.name),
                 })
             })
@@ -161,6 +165,11 @@ impl Route {
 
     pub fn hedge(&self) -> Option<&Hedge> {
         self.hedge.as_ref()
+    }
+
+    /// The faults this route injects, when it has a fault policy.
+    pub fn faults(&self) -> Option<&Faults> {
+        self.faults.as_ref()
     }
 
     pub fn metrics(&self) -> &RouteMetrics {

@@ -103,6 +103,14 @@ impl ListenerMetrics {
     }
 }
 
+/// The injected-fault counters of one route
+/// (`switchyard_faults_injected_total{listener,route,kind}`).
+#[derive(Clone, Debug)]
+pub struct FaultCounters {
+    pub abort: Counter,
+    pub delay: Counter,
+}
+
 /// Pre-resolved decision counters of one cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterMetrics {

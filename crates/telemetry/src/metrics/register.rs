@@ -51,6 +51,13 @@ impl Metrics {
             None,
             family(),
         );
+        let faults = reg(
+            r,
+            "faults_injected",
+            "Faults injected by routes with a fault policy, by kind (abort, delay)",
+            None,
+            family(),
+        );
         let request_duration = reg(
             r,
             "request_duration",
@@ -230,6 +237,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             requests,
             grpc_requests,
+            faults,
             request_duration,
             errors,
             connections_total,
