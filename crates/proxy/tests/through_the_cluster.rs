@@ -145,3 +145,83 @@ async fn tcp_connections_are_admitted_by_the_cluster_and_feed_outlier_detection(
         Duration::from_secs(5)
     );
 }
+
+/// A UDP echo server on loopback.
+async fn udp_echo() -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+fn udp_proxy(endpoints: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "[[listeners]]\nname = \"dgram\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\ncluster = \"u\"\nudp_session_timeout = \"500ms\"\n\n{}",
+        cluster("u", endpoints, extra)
+    )
+}
+
+/// Sends `msg` from a fresh client socket; the reply, if one comes soon.
+async fn udp_ask(proxy: SocketAddr, msg: &[u8]) -> (tokio::net::UdpSocket, Option<Vec<u8>>) {
+    let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.send_to(msg, proxy).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let reply = tokio::time::timeout(Duration::from_millis(300), c.recv(&mut buf))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|n| buf[..n].to_vec());
+    (c, reply)
+}
+
+#[tokio::test]
+async fn udp_sessions_are_admitted_by_the_cluster() {
+    let echo = udp_echo().await;
+    let p = TestProxy::start(&udp_proxy(&[echo], "limits = { max_connections = 1 }")).await;
+    let addr = p.listener("dgram");
+    let (_first, reply) = udp_ask(addr, b"one").await;
+    assert_eq!(reply.as_deref(), Some(&b"one"[..]));
+    // The first session holds the cluster's only place.
+    let (_, reply) = udp_ask(addr, b"two").await;
+    assert_eq!(reply, None, "over max_connections: dropped");
+    assert_eq!(p.cluster("u").decisions().get(Decision::Overloaded), 1);
+    // Once it has been quiet for the session timeout, its place is free.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, reply) = udp_ask(addr, b"three").await;
+    assert_eq!(reply.as_deref(), Some(&b"three"[..]));
+}
+
+#[tokio::test]
+async fn an_unreachable_udp_endpoint_is_ejected() {
+    let echo = udp_echo().await;
+    // A UDP port that was free a moment ago: datagrams to it are answered
+    // with ICMP port unreachable.
+    let dead = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let p = TestProxy::start(&udp_proxy(&[dead, echo], OUTLIER)).await;
+    let addr = p.listener("dgram");
+    let mut clients = Vec::new();
+    for i in 0..4u8 {
+        clients.push(udp_ask(addr, &[i]).await.0);
+    }
+    assert_eventually!(
+        p.cluster("u")
+            .snapshot()
+            .endpoints
+            .iter()
+            .any(|e| e.address == dead && e.state == "ejected"),
+        Duration::from_secs(5)
+    );
+    // New sessions all reach the live endpoint.
+    for i in 10..14u8 {
+        let (_, reply) = udp_ask(addr, &[i]).await;
+        assert_eq!(reply.as_deref(), Some(&[i][..]));
+    }
+}

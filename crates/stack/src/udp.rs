@@ -5,6 +5,11 @@
 //! (`switchyard_endpoint_requests_total`) and as one in flight while it
 //! lives; the payload bytes relayed to and from the endpoint count in
 //! `switchyard_endpoint_bytes_total`.
+//!
+//! Sessions come from the cluster ([`Cluster::open_udp_session`]): each
+//! holds a place under the cluster's `max_connections` (over it, the new
+//! client's datagrams are dropped and counted as `overloaded`), and the
+//! first reply, or an ICMP port unreachable, feeds outlier detection.
 
 use std::{
     collections::HashMap,
@@ -109,13 +114,16 @@ async fn open_flow(
         warn!(%client, "udp flow table full, dropping datagram");
         return None;
     }
-    let endpoint = match cluster.pick(None, &[]) {
-        Ok(e) => e,
+    // Admitted by the cluster (a place under max_connections for the
+    // session's life) and counted as in flight on its endpoint.
+    let session = match cluster.open_udp_session() {
+        Ok(s) => s,
         Err(e) => {
-            debug!(%client, error = %e, "no udp endpoint");
+            debug!(%client, error = %e, "no udp session");
             return None;
         }
     };
+    let endpoint = session.endpoint.clone();
     let local: SocketAddr = if endpoint.addr().is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -142,12 +150,12 @@ async fn open_flow(
     let relay = flow.socket.clone();
     let endpoint = flow.endpoint.clone();
     let mut watch = watch.clone();
-    // Counted before the first datagram goes out, so that a scrape never
-    // sees bytes of a session it has not counted.
-    endpoint.count_session();
+    let cluster = cluster.clone();
     tokio::spawn(async move {
-        // The flow counts as one in-flight unit for least-request balancing.
-        let _in_flight = endpoint.load().start();
+        // The session (counted when it was opened, before the first datagram
+        // goes out) holds its place and in-flight unit until the flow ends.
+        let _session = session;
+        let mut answered = false;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut deadline = Instant::now() + timeout;
         loop {
@@ -155,6 +163,10 @@ async fn open_flow(
                 r = relay.recv(&mut buf) => match r {
                     Ok(n) => {
                         deadline = Instant::now() + timeout;
+                        if !answered {
+                            answered = true;
+                            cluster.udp_outcome(&endpoint, true);
+                        }
                         if let Some(l4) = endpoint.l4() {
                             l4.received(n);
                         }
@@ -162,7 +174,11 @@ async fn open_flow(
                             debug!(%client, error = %e, "udp send downstream failed");
                         }
                     }
-                    // E.g. ICMP port unreachable from a dead endpoint.
+                    // ICMP port unreachable: nothing listens on the endpoint.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        debug!(%client, endpoint = %endpoint.addr(), "udp endpoint unreachable");
+                        cluster.udp_outcome(&endpoint, false);
+                    }
                     Err(e) => debug!(%client, error = %e, "udp receive from upstream failed"),
                 },
                 _ = tokio::time::sleep_until(deadline) => break,

@@ -1,9 +1,10 @@
 //! Dedicated connections through the cluster: TCP connections of `tcp`
-//! listeners and the upstream side of HTTP/1.1 upgrades (WebSocket). Like
-//! HTTP requests they pass the cluster's admission limits, count in the
-//! endpoint's load and requests, and feed their connect outcome into outlier
-//! detection; unlike requests, a failed connect is tried on another
-//! endpoint whatever the route's retry policy, because nothing was sent.
+//! listeners, UDP sessions of `udp` listeners and the upstream side of
+//! HTTP/1.1 upgrades (WebSocket). Like HTTP requests they pass the cluster's
+//! admission limits, count in the endpoint's load and requests, and feed
+//! their outcome into outlier detection; unlike requests, a failed connect
+//! is tried on another endpoint whatever the route's retry policy, because
+//! nothing was sent.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -31,6 +32,16 @@ pub const CONNECT_ATTEMPTS: usize = 3;
 pub struct TcpUpstream {
     pub endpoint: Arc<Endpoint>,
     pub stream: TcpStream,
+    _permit: Permit,
+    _in_flight: InFlight,
+}
+
+/// A UDP session (one client's datagram flow) pinned to an endpoint,
+/// admitted by its cluster: a place under `max_connections` and one unit
+/// of the endpoint's in-flight count while it lives.
+#[derive(Debug)]
+pub struct UdpSession {
+    pub endpoint: Arc<Endpoint>,
     _permit: Permit,
     _in_flight: InFlight,
 }
@@ -85,6 +96,32 @@ impl Cluster {
                     tried.push(endpoint.addr());
                 }
             }
+        }
+    }
+
+    /// Admits a new UDP session and picks its endpoint.
+    pub fn open_udp_session(&self) -> Result<UdpSession, ProxyError> {
+        let Some(permit) = self.settings.connections.try_acquire() else {
+            self.decisions.count(Decision::Overloaded);
+            return Err(ProxyError::new(ErrorKind::Overloaded));
+        };
+        let endpoint = self.pick(None, &[])?;
+        endpoint.count_session();
+        Ok(UdpSession {
+            _in_flight: endpoint.load().start(),
+            endpoint,
+            _permit: permit,
+        })
+    }
+
+    /// What a UDP session learned about its endpoint: a reply (`true`), or
+    /// an ICMP port unreachable (`false`: nothing listens there).
+    pub fn udp_outcome(&self, endpoint: &Endpoint, answered: bool) {
+        if answered {
+            self.record(endpoint, Outcome::Success);
+        } else {
+            endpoint.load().observe(FAILURE_PENALTY);
+            self.record(endpoint, Outcome::Failure);
         }
     }
 
