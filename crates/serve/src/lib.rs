@@ -259,9 +259,11 @@ fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accept errors of the current burst: the first is logged as a warning,
-/// the others counted until an accept succeeds again.
+/// the others counted until an accept succeeds again, with a pause that
+/// grows per error in a row. Every listener's accept loop uses it (the data
+/// plane's too), so that a descriptor shortage cannot flood the log.
 #[derive(Debug, Default)]
-struct AcceptErrors {
+pub struct AcceptErrors {
     /// When the burst began and how many errors it had.
     burst: Option<(Instant, u64)>,
     pause: Duration,
@@ -277,7 +279,7 @@ impl AcceptErrors {
     /// Records a failed accept; returns how long to pause before the next,
     /// or `None` for errors that concern one connection only (it was reset
     /// while in the backlog): the next accept may succeed at once.
-    fn failed(&mut self, e: &io::Error) -> Option<Duration> {
+    pub fn failed(&mut self, e: &io::Error) -> Option<Duration> {
         if is_connection_error(e) {
             debug!(error = %e, "accepted connection was already gone");
             return None;
@@ -295,7 +297,8 @@ impl AcceptErrors {
         Some(pause)
     }
 
-    fn succeeded(&mut self) {
+    /// Records a successful accept, ending a burst (logged once).
+    pub fn succeeded(&mut self) {
         if let Some((since, n)) = self.burst.take() {
             info!(
                 failed_accepts = n,

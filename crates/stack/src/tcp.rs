@@ -30,7 +30,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     time::Instant,
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{
     cluster::{Cluster, L4Protocol, L4Stats},
@@ -51,19 +51,22 @@ pub async fn serve_tcp(
     cluster.set_l4(L4Protocol::Tcp);
     // Connections belong to this task, so aborting it closes them.
     let mut conns = tokio::task::JoinSet::new();
+    let mut accept_errors = switchyard_serve::AcceptErrors::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(pause) = accept_errors.failed(&e) {
+                        tokio::time::sleep(pause).await;
+                    }
                     continue;
                 }
             },
             Some(_) = conns.join_next() => continue,
             _ = watch.signaled() => break,
         };
+        accept_errors.succeeded();
         let cluster = cluster.clone();
         let watch = watch.clone();
         conns.spawn(async move {

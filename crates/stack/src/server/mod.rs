@@ -9,7 +9,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use hyper_util::{rt::TokioTimer, server::conn::auto};
 use switchyard_config::HttpServerConfig;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use self::streams::{ClientLimits, StreamExecutor, StreamTimeouts};
 use crate::{drain, proxy::HttpProxy};
@@ -74,6 +74,7 @@ pub async fn serve_http(
     });
     let clients = ClientLimits::new(cfg.max_requests_per_client);
     let mut conns = JoinSet::new();
+    let mut accept_errors = switchyard_serve::AcceptErrors::default();
     loop {
         // Waiting for a permit before accepting pushes back on clients via
         // the kernel backlog instead of growing memory without bound.
@@ -89,15 +90,19 @@ pub async fn serve_http(
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE and friends: pause (longer per error in a row)
+                    // rather than spin, and log the burst once.
+                    drop(permit);
+                    if let Some(pause) = accept_errors.failed(&e) {
+                        tokio::time::sleep(pause).await;
+                    }
                     continue;
                 }
             },
             Some(_) = conns.join_next() => continue,
             _ = watch.signaled() => break,
         };
+        accept_errors.succeeded();
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
