@@ -178,6 +178,9 @@ pub struct ListenerConfig {
     pub cluster: Option<String>,
     /// HTTP listeners: server-side protocol limits and timeouts.
     pub http: HttpServerConfig,
+    /// HTTP listeners: TLS termination when set (default: plaintext, with
+    /// HTTP/1.1 and h2c on one port).
+    pub tls: Option<ListenerTls>,
     /// TCP listeners: idle timeout of a proxied connection.
     /// Default 1h: long-lived connections (databases, caches) are the norm for
     /// TCP; the limit only reclaims connections whose peers vanished silently.
@@ -188,6 +191,16 @@ pub struct ListenerConfig {
     /// to bound the flow table.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub udp_session_timeout: Duration,
+}
+
+/// `tls = { cert = "server.pem", key = "server.key" }`: the listener's
+/// certificate chain and private key, PEM files read at start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListenerTls {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -363,3 +363,30 @@ fn fault_policies_parse_with_defaults_and_reject_garbage() {
         lines[2]
     );
 }
+
+#[test]
+fn tls_needs_both_files_and_an_http_listener() {
+    let http = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8443\"\ntls = { cert = \"server.pem\" }\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let err = switchyard_config::parse(http, "t.toml").unwrap_err();
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("t.toml:4:") && lines[0].contains("key"),
+        "{}",
+        lines[0]
+    );
+    let ok = http.replace(
+        "{ cert = \"server.pem\" }",
+        "{ cert = \"server.pem\", key = \"server.key\" }",
+    );
+    let config = switchyard_config::parse(&ok, "t.toml").expect("valid");
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.cert, std::path::PathBuf::from("server.pem"));
+    assert_eq!(tls.key, std::path::PathBuf::from("server.key"));
+    let tcp = "[[listeners]]\nname = \"t\"\nlisten = \"127.0.0.1:8443\"\nprotocol = \"tcp\"\ncluster = \"api\"\ntls = { cert = \"a\", key = \"b\" }\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let err = switchyard_config::parse(tcp, "t.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("`tls` applies to http listeners"),
+        "{err}"
+    );
+}

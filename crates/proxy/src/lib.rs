@@ -59,6 +59,14 @@ pub enum StartError {
     Listener { name: String, what: String },
     #[error(transparent)]
     Tracing(#[from] switchyard_telemetry::trace::TraceError),
+    #[error("listener {name}: {source}")]
+    Tls {
+        name: String,
+        // Boxed: the file paths and rustls' error make it the largest
+        // variant by far.
+        #[source]
+        source: Box<server::tls::TlsError>,
+    },
 }
 
 enum Bound {
@@ -66,6 +74,7 @@ enum Bound {
         listener: TcpListener,
         proxy: Arc<HttpProxy>,
         cfg: switchyard_config::HttpServerConfig,
+        tls: Option<server::tls::TlsAcceptor>,
     },
     Tcp {
         listener: TcpListener,
@@ -169,10 +178,16 @@ impl Proxy {
                         config.log.access_log,
                     )
                     .with_tracer(tracer.clone());
+                    let tls = lc
+                        .tls
+                        .as_ref()
+                        .map(|t| tls_acceptor(&lc.name, t))
+                        .transpose()?;
                     Bound::Http {
                         listener: server::bind(lc.listen).map_err(bind_err)?,
                         proxy: Arc::new(proxy),
                         cfg: lc.http.clone(),
+                        tls,
                     }
                 }
                 ListenerProtocol::Tcp | ListenerProtocol::Udp => {
@@ -284,9 +299,10 @@ impl Proxy {
                     listener,
                     proxy,
                     cfg,
+                    tls,
                 } => {
-                    info!(listener = %name, %addr, "serving http");
-                    tasks.spawn(server::serve_http(listener, proxy, cfg, watch));
+                    info!(listener = %name, %addr, tls = tls.is_some(), "serving http");
+                    tasks.spawn(server::serve_http(listener, proxy, cfg, tls, watch));
                 }
                 Bound::Tcp {
                     listener,
@@ -358,16 +374,32 @@ impl Proxy {
     }
 }
 
+/// The TLS acceptor of listener `name`, or why its files cannot be used.
+fn tls_acceptor(
+    name: &str,
+    tls: &switchyard_config::ListenerTls,
+) -> Result<server::tls::TlsAcceptor, StartError> {
+    server::tls::acceptor(tls).map_err(|source| StartError::Tls {
+        name: name.to_owned(),
+        source: Box::new(source),
+    })
+}
+
 /// Every check [`Proxy::bind`] makes before it binds anything, without
-/// binding: the admin token rule and each cluster's discovery settings.
-/// `switchyard check` runs it so that a configuration it passes is one the
-/// proxy starts with. Needs a tokio runtime context (the etcd client is
-/// built lazily on one).
+/// binding: the admin token rule, each listener's TLS files and each
+/// cluster's discovery settings. `switchyard check` runs it so that a
+/// configuration it passes is one the proxy starts with. Needs a tokio
+/// runtime context (the etcd client is built lazily on one).
 pub fn preflight(config: &Config) -> Vec<StartError> {
     let mut errors = Vec::new();
     let env_token = std::env::var(switchyard_admin::TOKEN_ENV).ok();
     if let Err(e) = switchyard_admin::Token::resolve(&config.admin, env_token.as_deref()) {
         errors.push(StartError::AdminToken(e));
+    }
+    for lc in &config.listeners {
+        if let Some(Err(e)) = lc.tls.as_ref().map(|t| tls_acceptor(&lc.name, t)) {
+            errors.push(e);
+        }
     }
     for cc in &config.clusters {
         if let Err(source) = discovery::source(cc) {

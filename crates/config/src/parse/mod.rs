@@ -15,8 +15,8 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::model::{
-    AdminConfig, Config, HttpServerConfig, ListenerConfig, ListenerProtocol, LogConfig, LogFormat,
-    OtlpProtocol, RuntimeConfig, TracingConfig,
+    AdminConfig, Config, HttpServerConfig, ListenerConfig, ListenerProtocol, ListenerTls,
+    LogConfig, LogFormat, OtlpProtocol, RuntimeConfig, TracingConfig,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Listen, Refs, Site};
@@ -53,9 +53,11 @@ const LISTENER_KEYS: &[&str] = &[
     "routes",
     "cluster",
     "http",
+    "tls",
     "tcp_idle_timeout",
     "udp_session_timeout",
 ];
+const TLS_KEYS: &[&str] = &["cert", "key"];
 const HTTP_KEYS: &[&str] = &[
     "max_header_bytes",
     "max_headers",
@@ -290,6 +292,32 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
         }
     }
 
+    let tls = match t.get("tls") {
+        Some(f) if protocol.is_some() && !is_http => {
+            f.conflict(
+                ctx,
+                format!(
+                    "`tls` applies to http listeners; a {kind} listener cannot terminate TLS yet"
+                ),
+            );
+            None
+        }
+        Some(f) => f.table(ctx, TLS_KEYS).and_then(|table| {
+            let file = |ctx: &mut Ctx<'_>, key: &'static str| {
+                table
+                    .required(ctx, key)
+                    .and_then(|f| f.non_empty_str(ctx).map(std::path::PathBuf::from))
+            };
+            let cert = file(ctx, "cert");
+            let key = file(ctx, "key");
+            Some(ListenerTls {
+                cert: cert?,
+                key: key?,
+            })
+        }),
+        None => None,
+    };
+
     let only_for = |ctx: &mut Ctx<'_>, key: &str, wanted: ListenerProtocol, default: Duration| {
         let f = t.get(key)?;
         if protocol.is_some() && !is(wanted) {
@@ -316,6 +344,7 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
         routes,
         cluster,
         http,
+        tls,
         tcp_idle_timeout,
         udp_session_timeout,
     })

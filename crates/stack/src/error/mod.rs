@@ -51,6 +51,8 @@ pub enum ErrorKind {
     /// No body frame moved either way for the listener's
     /// `stream_idle_timeout`; the stream was ended.
     StreamIdle,
+    /// A client's TLS handshake failed or did not finish in time.
+    TlsHandshake,
     /// A bug or resource failure inside the proxy.
     Internal,
 }
@@ -74,12 +76,13 @@ impl ErrorKind {
             ErrorKind::ClientLimit => "client_limit",
             ErrorKind::SendTimeout => "send_timeout",
             ErrorKind::StreamIdle => "stream_idle",
+            ErrorKind::TlsHandshake => "tls_handshake",
             ErrorKind::Internal => "internal",
         }
     }
 
     /// All kinds, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidRequest,
         ErrorKind::NoRoute,
         ErrorKind::NoEndpoints,
@@ -95,6 +98,7 @@ impl ErrorKind {
         ErrorKind::ClientLimit,
         ErrorKind::SendTimeout,
         ErrorKind::StreamIdle,
+        ErrorKind::TlsHandshake,
         ErrorKind::Internal,
     ];
 
@@ -149,6 +153,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ClientLimit => "too many requests in flight from this client",
             ErrorKind::SendTimeout => "client took no response data in time",
             ErrorKind::StreamIdle => "stream idle too long",
+            ErrorKind::TlsHandshake => "TLS handshake failed",
             ErrorKind::Internal => "internal proxy error",
         };
         f.write_str(text)

@@ -31,6 +31,8 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::ClientLimit => StatusCode::TOO_MANY_REQUESTS,
         // These end a stream that is under way; no response carries them.
         ErrorKind::SendTimeout | ErrorKind::StreamIdle => StatusCode::REQUEST_TIMEOUT,
+        // No HTTP exchange took place.
+        ErrorKind::TlsHandshake => StatusCode::BAD_REQUEST,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -56,7 +58,10 @@ pub fn grpc_status(kind: ErrorKind) -> u8 {
         | ErrorKind::UpstreamProtocol => UNAVAILABLE,
         ErrorKind::Timeout | ErrorKind::DeadlineExpired => DEADLINE_EXCEEDED,
         ErrorKind::Overloaded | ErrorKind::ClientLimit => RESOURCE_EXHAUSTED,
-        ErrorKind::DownstreamBody | ErrorKind::SendTimeout | ErrorKind::StreamIdle => CANCELLED,
+        ErrorKind::DownstreamBody
+        | ErrorKind::SendTimeout
+        | ErrorKind::StreamIdle
+        | ErrorKind::TlsHandshake => CANCELLED,
         ErrorKind::Internal => INTERNAL,
     }
 }

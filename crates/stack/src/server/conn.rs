@@ -13,7 +13,10 @@ use std::{
 
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{rt::TokioIo, server::conn::auto};
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
 use tracing::debug;
 
 use super::streams::{ClientLimits, ConnStreams, StreamExecutor, StreamTimeouts, WatchedBody};
@@ -90,14 +93,16 @@ impl Drop for Active {
 }
 
 impl Conn {
-    pub async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Serves HTTP/1.1 and HTTP/2 on `io` (a TCP stream, or TLS over one;
+    /// `proto` is `http` or `https`, for `X-Forwarded-Proto`).
+    pub async fn serve<I>(mut self, io: I, peer: SocketAddr, proto: &'static str)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let metrics = self.proxy.metrics();
         metrics.connections_total.inc();
         metrics.connections_active.inc();
-        let info = ConnInfo {
-            peer,
-            proto: "http",
-        };
+        let info = ConnInfo { peer, proto };
         let activity = Arc::new(Activity {
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
@@ -123,7 +128,7 @@ impl Conn {
         });
         let conn = self
             .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         tokio::pin!(conn);
         let age = tokio::time::sleep(self.settings.max_age.unwrap_or(FAR_FUTURE));

@@ -3,6 +3,7 @@
 
 mod conn;
 pub mod streams;
+pub mod tls;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tracing::debug;
 
 use self::streams::{ClientLimits, StreamExecutor, StreamTimeouts};
-use crate::{drain, proxy::HttpProxy};
+use crate::{drain, error::ErrorKind, proxy::HttpProxy};
 
 /// Binds a listening socket with `SO_REUSEADDR` (restarts do not wait for
 /// TIME_WAIT) and a deep accept backlog for connection bursts — the same
@@ -55,10 +56,15 @@ fn builder(cfg: &HttpServerConfig) -> auto::Builder<StreamExecutor> {
 /// connection then finishes its in-flight requests (HTTP/2 gets GOAWAY,
 /// HTTP/1.1 closes after the current response). The connections belong to
 /// this task: aborting it (when the grace period is over) closes them all.
+///
+/// With `tls`, each connection first completes a TLS handshake, within the
+/// header read timeout (a client that stalls it is dropped like a silent
+/// one); HTTP/2 is then chosen by ALPN.
 pub async fn serve_http(
     listener: TcpListener,
     proxy: Arc<HttpProxy>,
     cfg: HttpServerConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut watch: drain::Watch,
 ) {
     let builder = Arc::new(builder(&cfg));
@@ -113,8 +119,25 @@ pub async fn serve_http(
             settings: settings.clone(),
             watch: watch.clone(),
         };
+        let tls = tls.clone();
+        let handshake_timeout = cfg.header_read_timeout;
         conns.spawn(async move {
-            conn.serve(stream, peer).await;
+            match tls {
+                None => conn.serve(stream, peer, "http").await,
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => conn.serve(stream, peer, "https").await,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            conn.proxy.metrics().error(ErrorKind::TlsHandshake.as_str());
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake not done within the header read timeout");
+                            conn.proxy.metrics().error(ErrorKind::TlsHandshake.as_str());
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
