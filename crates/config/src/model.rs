@@ -178,8 +178,8 @@ pub struct ListenerConfig {
     pub cluster: Option<String>,
     /// HTTP listeners: server-side protocol limits and timeouts.
     pub http: HttpServerConfig,
-    /// HTTP listeners: TLS termination when set (default: plaintext, with
-    /// HTTP/1.1 and h2c on one port).
+    /// HTTP and TCP listeners: TLS termination when set (default:
+    /// plaintext; HTTP listeners then serve HTTP/1.1 and h2c on one port).
     pub tls: Option<ListenerTls>,
     /// TCP listeners: idle timeout of a proxied connection.
     /// Default 1h: long-lived connections (databases, caches) are the norm for

@@ -365,7 +365,7 @@ fn fault_policies_parse_with_defaults_and_reject_garbage() {
 }
 
 #[test]
-fn tls_needs_both_files_and_an_http_listener() {
+fn tls_needs_both_files_and_an_http_or_tcp_listener() {
     let http = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8443\"\ntls = { cert = \"server.pem\" }\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
     let err = switchyard_config::parse(http, "t.toml").unwrap_err();
     let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
@@ -384,9 +384,9 @@ fn tls_needs_both_files_and_an_http_listener() {
     assert_eq!(tls.cert, std::path::PathBuf::from("server.pem"));
     assert_eq!(tls.key, std::path::PathBuf::from("server.key"));
     let tcp = "[[listeners]]\nname = \"t\"\nlisten = \"127.0.0.1:8443\"\nprotocol = \"tcp\"\ncluster = \"api\"\ntls = { cert = \"a\", key = \"b\" }\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
-    let err = switchyard_config::parse(tcp, "t.toml").unwrap_err();
-    assert!(
-        err.to_string().contains("`tls` applies to http listeners"),
-        "{err}"
-    );
+    let config = switchyard_config::parse(tcp, "t.toml").expect("tcp listeners terminate TLS too");
+    assert!(config.listeners[0].tls.is_some());
+    let udp = tcp.replace("\"tcp\"", "\"udp\"");
+    let err = switchyard_config::parse(&udp, "t.toml").unwrap_err();
+    assert!(err.to_string().contains("DTLS is not supported"), "{err}");
 }

@@ -80,6 +80,7 @@ enum Bound {
         listener: TcpListener,
         cluster: Arc<Cluster>,
         idle: Duration,
+        tls: Option<server::tls::TlsAcceptor>,
     },
     Udp {
         socket: tokio::net::UdpSocket,
@@ -208,10 +209,16 @@ impl Proxy {
                         L4Protocol::Udp
                     });
                     if lc.protocol == ListenerProtocol::Tcp {
+                        let tls = lc
+                            .tls
+                            .as_ref()
+                            .map(|t| tls_acceptor(&lc.name, t))
+                            .transpose()?;
                         Bound::Tcp {
                             listener: tcp::bind(lc.listen).map_err(bind_err)?,
                             cluster,
                             idle: lc.tcp_idle_timeout,
+                            tls,
                         }
                     } else {
                         Bound::Udp {
@@ -308,9 +315,10 @@ impl Proxy {
                     listener,
                     cluster,
                     idle,
+                    tls,
                 } => {
-                    info!(listener = %name, %addr, cluster = cluster.name(), "serving tcp");
-                    tasks.spawn(tcp::serve_tcp(listener, cluster, idle, watch));
+                    info!(listener = %name, %addr, cluster = cluster.name(), tls = tls.is_some(), "serving tcp");
+                    tasks.spawn(tcp::serve_tcp(listener, cluster, idle, tls, watch));
                 }
                 Bound::Udp {
                     socket,

@@ -1,7 +1,8 @@
-//! TLS termination on an HTTP listener, with curl as the client: HTTP/2 by
+//! TLS termination on HTTP listeners, with curl as the client: HTTP/2 by
 //! ALPN and HTTP/1.1 over the same port, the upstream told the scheme, a
 //! client that does not speak TLS dropped and counted, and certificate
-//! problems refused before start.
+//! problems refused before start; and on TCP listeners, with a rustls
+//! client.
 
 mod common;
 
@@ -10,34 +11,77 @@ use std::{path::Path, process::Command};
 use common::{TestProxy, cluster};
 use switchyard_test_support::{Backend, BackendConfig, client::get};
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, made by the
-/// openssl command; `name` prefixes the files.
-fn certificate(dir: &Path, name: &str) -> (String, String) {
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("the openssl command (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// A certificate for `localhost` and 127.0.0.1 signed by a fresh test CA,
+/// made by the openssl command; `name` prefixes the files. Returns the CA,
+/// the certificate and its key.
+fn certificate(dir: &Path, name: &str) -> (String, String, String) {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
+    let (ca, ca_key, cert, key, csr, ext) = (
+        file("ca.pem"),
+        file("ca.key"),
+        file("pem"),
+        file("key"),
+        file("csr"),
+        file("ext"),
     );
-    (cert.display().to_string(), key.display().to_string())
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "30", "-subj", "/CN=Switchyard test CA"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-keyout", &ca_key, "-out", &ca])
+        .collect(),
+        [
+            &["req"][..],
+            &ec,
+            &["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("the openssl command (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (ca, cert, key)
 }
 
 fn tls_listener(cert: &str, key: &str) -> String {
@@ -69,13 +113,13 @@ fn curl(ca: &str, port: u16, version_flag: &str) -> (String, String, String) {
 #[tokio::test]
 async fn curl_speaks_http2_and_http11_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path(), "server");
+    let (ca, cert, key) = certificate(dir.path(), "server");
     let b = Backend::start(BackendConfig::new("tls-backend")).await;
     let p = TestProxy::start(&(tls_listener(&cert, &key) + &cluster("api", &[b.addr()], ""))).await;
     let port = p.addr.port();
-    let ca = cert.clone();
+    let ca2 = ca.clone();
     let (h2, h1) = tokio::task::spawn_blocking(move || {
-        (curl(&ca, port, "--http2"), curl(&ca, port, "--http1.1"))
+        (curl(&ca2, port, "--http2"), curl(&ca2, port, "--http1.1"))
     })
     .await
     .unwrap();
@@ -114,8 +158,8 @@ async fn curl_speaks_http2_and_http11_over_tls() {
 #[test]
 fn unusable_certificates_are_refused_before_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path(), "a");
-    let (_, other_key) = certificate(dir.path(), "b");
+    let (_, cert, key) = certificate(dir.path(), "a");
+    let (_, _, other_key) = certificate(dir.path(), "b");
     let missing = dir.path().join("missing.pem").display().to_string();
     let cases = [
         (
@@ -146,4 +190,55 @@ fn unusable_certificates_are_refused_before_start() {
             errors[0]
         );
     }
+}
+
+#[tokio::test]
+async fn a_tcp_listener_terminates_tls_and_splices_plaintext() {
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "tcp");
+    let echo = switchyard_test_support::tcp_echo(b"").await;
+    let p = TestProxy::start(&format!(
+        "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"echo\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\n{}",
+        cluster("echo", &[echo], "")
+    ))
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(p.listener("raw"))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the handshake with the proxy's certificate");
+    for msg in [&b"hello"[..], &[7u8; 100_000][..]] {
+        tls.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tls.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg, "the echo server got plaintext and answered");
+    }
+    // A plaintext client is dropped without reaching the endpoint.
+    let mut plain = tokio::net::TcpStream::connect(p.listener("raw"))
+        .await
+        .unwrap();
+    plain.write_all(b"hello\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), plain.read(&mut buf))
+        .await
+        .expect("closed, not echoed")
+        .unwrap_or(0);
+    assert!(n == 0 || !buf[..n].starts_with(b"hello"), "{:?}", &buf[..n]);
 }

@@ -27,7 +27,7 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     time::Instant,
 };
 use tracing::debug;
@@ -36,15 +36,25 @@ use crate::{
     cluster::{Cluster, L4Protocol, L4Stats},
     drain,
     error::ProxyError,
+    server::tls::TlsAcceptor,
 };
+
+/// A TCP listener has no request head to time; a TLS client gets this long
+/// to finish its handshake (the HTTP listeners' default header read timeout).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts and proxies connections until `watch` signals draining; open
 /// connections then continue until they close or `watch`'s owner stops
 /// waiting.
+///
+/// With `tls`, each client connection first completes a TLS handshake
+/// (within [`TLS_HANDSHAKE_TIMEOUT`]) and the decrypted bytes are spliced to
+/// the endpoint; the upstream connection is plaintext.
 pub async fn serve_tcp(
     listener: TcpListener,
     cluster: Arc<Cluster>,
     idle_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     mut watch: drain::Watch,
 ) {
     // Normally done when the listener was built; idempotent.
@@ -69,8 +79,28 @@ pub async fn serve_tcp(
         accept_errors.succeeded();
         let cluster = cluster.clone();
         let watch = watch.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            if let Err(e) = proxy_connection(stream, peer, &cluster, idle_timeout, watch).await {
+            let _ = stream.set_nodelay(true);
+            let done = match tls {
+                None => proxy_connection(stream, peer, &cluster, idle_timeout, watch).await,
+                Some(tls) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            proxy_connection(stream, peer, &cluster, idle_timeout, watch).await
+                        }
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake not done in time");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = done {
                 debug!(%peer, cluster = cluster.name(), error = %e, "tcp proxy failed");
             }
         });
@@ -79,14 +109,16 @@ pub async fn serve_tcp(
     while conns.join_next().await.is_some() {}
 }
 
-async fn proxy_connection(
-    mut downstream: TcpStream,
+async fn proxy_connection<D>(
+    mut downstream: D,
     peer: SocketAddr,
     cluster: &Cluster,
     idle_timeout: Duration,
     mut watch: drain::Watch,
-) -> Result<(), ProxyError> {
-    let _ = downstream.set_nodelay(true);
+) -> Result<(), ProxyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     // Admitted by the cluster (max_connections), tried on up to three
     // endpoints, and counted in the endpoint's load and outlier state.
     let upstream = cluster.connect_tcp(None).await?;
@@ -127,16 +159,16 @@ async fn proxy_connection(
 /// Records the time of the last byte moved in either direction, and on
 /// the upstream side the bytes read from (rx) and written to (tx) the
 /// endpoint.
-struct Tracked<'a> {
-    io: &'a mut TcpStream,
+struct Tracked<'a, I> {
+    io: &'a mut I,
     last_ms: Arc<AtomicU64>,
     epoch: Instant,
     bytes: Option<&'a L4Stats>,
 }
 
-impl<'a> Tracked<'a> {
+impl<'a, I> Tracked<'a, I> {
     fn new(
-        io: &'a mut TcpStream,
+        io: &'a mut I,
         last_ms: Arc<AtomicU64>,
         epoch: Instant,
         bytes: Option<&'a L4Stats>,
@@ -155,7 +187,7 @@ impl<'a> Tracked<'a> {
     }
 }
 
-impl AsyncRead for Tracked<'_> {
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<'_, I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -174,7 +206,7 @@ impl AsyncRead for Tracked<'_> {
     }
 }
 
-impl AsyncWrite for Tracked<'_> {
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

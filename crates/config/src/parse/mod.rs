@@ -293,12 +293,10 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
     }
 
     let tls = match t.get("tls") {
-        Some(f) if protocol.is_some() && !is_http => {
+        Some(f) if is(ListenerProtocol::Udp) => {
             f.conflict(
                 ctx,
-                format!(
-                    "`tls` applies to http listeners; a {kind} listener cannot terminate TLS yet"
-                ),
+                "`tls` applies to http and tcp listeners; DTLS is not supported",
             );
             None
         }
