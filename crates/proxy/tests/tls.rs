@@ -242,3 +242,83 @@ async fn a_tcp_listener_terminates_tls_and_splices_plaintext() {
         .unwrap_or(0);
     assert!(n == 0 || !buf[..n].starts_with(b"hello"), "{:?}", &buf[..n]);
 }
+
+/// A rustls client connection to `addr` trusting `ca`, and the certificate
+/// the server showed.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    ca: &str,
+) -> std::io::Result<(
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+)> {
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    Ok((tls, shown))
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_file(pem).unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn rotated_certificate_files_serve_new_handshakes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_a, cert_a, key_a) = certificate(dir.path(), "a");
+    let (ca_b, cert_b, key_b) = certificate(dir.path(), "b");
+    let live_cert = dir.path().join("live.pem").display().to_string();
+    let live_key = dir.path().join("live.key").display().to_string();
+    std::fs::copy(&cert_a, &live_cert).unwrap();
+    std::fs::copy(&key_a, &live_key).unwrap();
+    let echo = switchyard_test_support::tcp_echo(b"").await;
+    let p = TestProxy::start(&format!(
+        "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"echo\"\ntls = {{ cert = \"{live_cert}\", key = \"{live_key}\" }}\n\n{}",
+        cluster("echo", &[echo], "")
+    ))
+    .await;
+    let addr = p.listener("raw");
+    let (mut open, shown) = tls_connect(addr, &ca_a).await.unwrap();
+    assert_eq!(shown, der_of(&cert_a));
+
+    // Rotate: each file replaced by a rename, as deployment tools do.
+    for (from, to) in [(&cert_b, &live_cert), (&key_b, &live_key)] {
+        let tmp = format!("{to}.tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let (mut rotated, shown) = tls_connect(addr, &ca_b).await.expect("the new certificate");
+    assert_eq!(shown, der_of(&cert_b));
+    // The connection opened before the rotation is untouched.
+    for s in [&mut open, &mut rotated] {
+        s.write_all(b"still here").await.unwrap();
+        let mut back = [0u8; 10];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"still here");
+    }
+
+    // A broken rotation keeps the last good certificate.
+    std::fs::write(&live_cert, "not a certificate").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let (_, shown) = tls_connect(addr, &ca_b).await.expect("still served");
+    assert_eq!(shown, der_of(&cert_b));
+}

@@ -1,15 +1,35 @@
-//! TLS termination on HTTP listeners (rustls): TLS 1.2 and 1.3 with rustls'
-//! safe defaults and the ring provider, ALPN `h2` and `http/1.1` so that
-//! clients negotiate HTTP/2 over TLS. The certificate and key are read once,
-//! when the listener is built; a file that is missing or does not parse, or
-//! a key that rustls refuses, fails the start (and `switchyard check`).
+//! TLS termination on listeners (rustls): TLS 1.2 and 1.3 with rustls' safe
+//! defaults and the ring provider, ALPN `h2` and `http/1.1` so that clients
+//! negotiate HTTP/2 over TLS.
+//!
+//! The certificate and key are read when the listener is built; a file that
+//! is missing or does not parse, or a key that does not match the
+//! certificate, fails the start (and `switchyard check`).
+//!
+//! **Rotation.** At most every [`RELOAD_CHECK`], a handshake first looks at
+//! the files' modification times; when either changed, the pair is read
+//! again and, if it is usable, serves this and every later handshake. Open
+//! connections keep the certificate they were set up with. A pair that
+//! fails to load is logged and the previous one stays in use, so a
+//! half-written rotation never takes the listener down.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
 
-use rustls::ServerConfig;
+use arc_swap::ArcSwap;
+use rustls::{
+    ServerConfig,
+    crypto::CryptoProvider,
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use switchyard_config::ListenerTls;
 pub use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
 
 /// Why a listener's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -34,27 +54,101 @@ pub enum TlsError {
     },
 }
 
+/// How often a handshake may look for rotated certificate files.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
+
 /// The acceptor for a listener's `tls` settings.
 pub fn acceptor(tls: &ListenerTls) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = Reloading::new(tls.clone(), provider.clone())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| rejected(tls, source))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Reads and checks a certificate chain and its key.
+fn load(tls: &ListenerTls, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let certs = certificates(&tls.cert)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|source| TlsError::Key {
         path: shown(&tls.key),
         source,
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let rejected = |source| TlsError::Rejected {
+    CertifiedKey::from_der(certs, key, provider).map_err(|source| rejected(tls, source))
+}
+
+fn rejected(tls: &ListenerTls, source: rustls::Error) -> TlsError {
+    TlsError::Rejected {
         cert: shown(&tls.cert),
         key: shown(&tls.key),
         source,
-    };
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(rejected)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(rejected)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// The listener's certificate, re-read when its files change.
+#[derive(Debug)]
+struct Reloading {
+    tls: ListenerTls,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+    /// When the files were last looked at, and their modification times
+    /// then.
+    checked: Mutex<(Instant, Stamps)>,
+}
+
+type Stamps = (Option<SystemTime>, Option<SystemTime>);
+
+impl Reloading {
+    fn new(tls: ListenerTls, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let stamps = stamps(&tls);
+        let current = load(&tls, &provider)?;
+        Ok(Self {
+            tls,
+            provider,
+            current: ArcSwap::from_pointee(current),
+            checked: Mutex::new((Instant::now(), stamps)),
+        })
+    }
+
+    /// Reloads the pair if its files changed since the last look, at most
+    /// every [`RELOAD_CHECK`].
+    fn refresh(&self) {
+        let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        if checked.0.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        checked.0 = Instant::now();
+        let now = stamps(&self.tls);
+        if now == checked.1 {
+            return;
+        }
+        match load(&self.tls, &self.provider) {
+            Ok(key) => {
+                checked.1 = now;
+                self.current.store(Arc::new(key));
+                info!(cert = %self.tls.cert.display(), "TLS certificate reloaded");
+            }
+            // Retried at the next look: the files may be mid-rotation.
+            Err(e) => {
+                warn!(error = %e, "TLS certificate files changed but cannot be used; keeping the previous certificate")
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.refresh();
+        Some(self.current.load_full())
+    }
+}
+
+fn stamps(tls: &ListenerTls) -> Stamps {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (modified(&tls.cert), modified(&tls.key))
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
