@@ -112,6 +112,20 @@ fn get(path: &str) -> Request<()> {
         .unwrap()
 }
 
+/// A client from 127.0.0.2 gets a 200 head.
+async fn assert_served_from_another_address(proxy: SocketAddr) {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = sock.connect(proxy).await.unwrap();
+    other
+        .write_all(b"GET /tick HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    other.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
 fn active(p: &TestProxy) -> usize {
     p.cluster("api").snapshot().active_requests
 }
@@ -263,16 +277,7 @@ async fn one_client_address_cannot_take_a_clusters_slots() {
     let (resp, _) = same.send_request(get("/big"), true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 429);
     // Another address still gets the cluster's remaining slots.
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut other = sock.connect(p.addr).await.unwrap();
-    other
-        .write_all(b"GET /tick HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    other.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_served_from_another_address(p.addr).await;
     drop(held);
 }
 
@@ -338,14 +343,5 @@ async fn a_zero_window_flood_with_default_settings_leaves_the_cluster_to_others(
     // (1,024).
     assert_eq!(active(&p), 256);
     assert_eq!((held.len(), refused), (256, 1400 - 256));
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut other = sock.connect(p.addr).await.unwrap();
-    other
-        .write_all(b"GET /tick HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    other.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_served_from_another_address(p.addr).await;
 }

@@ -194,7 +194,6 @@ fn unusable_certificates_are_refused_before_start() {
 
 #[tokio::test]
 async fn a_tcp_listener_terminates_tls_and_splices_plaintext() {
-    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
@@ -205,25 +204,10 @@ async fn a_tcp_listener_terminates_tls_and_splices_plaintext() {
         cluster("echo", &[echo], "")
     ))
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(p.listener("raw"))
-        .await
-        .unwrap();
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let (mut tls, shown) = tls_connect(p.listener("raw"), &ca)
         .await
         .expect("the handshake with the proxy's certificate");
+    assert_eq!(shown, der_of(&cert));
     for msg in [&b"hello"[..], &[7u8; 100_000][..]] {
         tls.write_all(msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
