@@ -45,19 +45,7 @@ async fn websocket_upgrade_is_tunnelled() {
     let b = Backend::start(BackendConfig::new("ws")).await;
     let p =
         TestProxy::start(&(listener("public", "api", "") + &cluster("api", &[b.addr()], ""))).await;
-    let mut s = TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
+    let (mut s, head) = common::websocket_upgrade(p.addr).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("upgrade: websocket"),

@@ -7,7 +7,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{TestProxy, cluster, listener};
+use common::{TestProxy, cluster, listener, websocket_upgrade};
 use switchyard_telemetry::Decision;
 use switchyard_test_support::{Backend, BackendConfig, RefusedAddr, assert_eventually};
 use tokio::{
@@ -17,24 +17,6 @@ use tokio::{
 
 const OUTLIER: &str =
     "balance = \"round-robin\"\noutlier = { consecutive_failures = 1, max_ejection_percent = 100 }";
-
-/// Sends a WebSocket upgrade and returns the connection and the status.
-async fn upgrade(addr: SocketAddr) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    (s, head)
-}
 
 async fn echo(s: &mut TcpStream, msg: &[u8]) {
     s.write_all(msg).await.unwrap();
@@ -56,7 +38,7 @@ async fn websocket_tunnels_hold_a_request_slot_and_skip_refusing_endpoints() {
             )),
     )
     .await;
-    let (mut first, head) = upgrade(p.addr).await;
+    let (mut first, head) = websocket_upgrade(p.addr).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     echo(&mut first, b"ping").await;
     let snap = p.cluster("api").snapshot();
@@ -68,7 +50,7 @@ async fn websocket_tunnels_hold_a_request_slot_and_skip_refusing_endpoints() {
         .unwrap();
     assert_eq!((live.in_flight, live.requests), (1, 1));
     // While it is open the cluster (max_requests = 1) is full.
-    let (_, head) = upgrade(p.addr).await;
+    let (_, head) = websocket_upgrade(p.addr).await;
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     assert!(head.contains("x-switchyard-error: overloaded"), "{head}");
     drop(first);
@@ -79,7 +61,7 @@ async fn websocket_tunnels_hold_a_request_slot_and_skip_refusing_endpoints() {
     // Round-robin offers the refusing endpoint to one of the next two
     // upgrades; both reach the live one, and the refusing one is ejected.
     for _ in 0..2 {
-        let (mut s, head) = upgrade(p.addr).await;
+        let (mut s, head) = websocket_upgrade(p.addr).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         echo(&mut s, b"again").await;
         drop(s);
