@@ -22,7 +22,7 @@ fn route_proxy(service: &str, protocol: &str, endpoint: &str, upstream: SocketAd
 
 async fn start_phoenix() -> (ChildGuard, SocketAddr, SocketAddr, tempfile::TempDir) {
     let venv = tokio::task::spawn_blocking(|| {
-        named_venv("pyvenv-phoenix", &["arize-phoenix"], "import phoenix")
+        named_venv("pyvenv-phoenix", "phoenix.txt", "import phoenix")
     })
     .await
     .expect("venv provisioning");

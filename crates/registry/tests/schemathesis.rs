@@ -7,7 +7,8 @@
 //! refused by rules a schema cannot express (an IP that is unspecified, a
 //! TTL outside 1s..24h), and the document says so in words.
 //!
-//! Schemathesis is installed on first use into `target/pyvenv-schemathesis`;
+//! Schemathesis is installed on first use into `target/pyvenv-schemathesis`,
+//! pinned by `crates/test-support/python/requirements/schemathesis.txt`;
 //! a failed install fails the test.
 
 use std::{process::Command, time::Duration};
@@ -19,7 +20,7 @@ async fn schemathesis_finds_no_server_error_and_no_nonconformance() {
     let venv = tokio::task::spawn_blocking(|| {
         switchyard_test_support::python::named_venv(
             "pyvenv-schemathesis",
-            &["schemathesis==4.*"],
+            "schemathesis.txt",
             "import schemathesis",
         )
     })

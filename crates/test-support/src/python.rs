@@ -3,9 +3,9 @@
 //! The scripts live in `crates/test-support/python/` and generate their stubs
 //! at start-up from the same `echo.proto` as the Rust service. They run in a
 //! private venv at `<workspace>/target/pyvenv`, created on first use with
-//! `python3 -m venv` and filled with `pip install grpcio grpcio-tools
-//! protobuf`. A failed install panics with pip's output: a missing peer must
-//! fail the test, never skip it.
+//! `python3 -m venv` and filled with the pinned packages of
+//! `python/requirements/grpc.txt`. A failed install panics with pip's
+//! output: a missing peer must fail the test, never skip it.
 //!
 //! Set `SWITCHYARD_PYTHON` to use another interpreter than `python3` to
 //! create the venv.
@@ -28,7 +28,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// A venv lock older than this was left by a killed process.
 const STALE_LOCK: Duration = Duration::from_secs(15 * 60);
 
-const PACKAGES: &[&str] = &["grpcio", "grpcio-tools", "protobuf"];
 const IMPORT_CHECK: &str = "import grpc, grpc_tools, google.protobuf";
 
 /// Errors of [`run_py_grpc_client`].
@@ -63,22 +62,19 @@ pub fn proto_dir() -> PathBuf {
 /// Panics with the failing command's output if provisioning fails.
 pub fn python_venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
-    // OnceLock serialises the threads of this process; the lock directory
-    // serialises test binaries that run at the same time.
-    VENV.get_or_init(|| {
-        let venv = workspace_root().join("target").join("pyvenv");
-        let _lock = DirLock::acquire(&venv.with_extension("lock"));
-        provision(&venv);
-        venv
-    })
-    .clone()
+    // OnceLock serialises the threads of this process; the lock directory in
+    // `named_venv` serialises test binaries that run at the same time.
+    VENV.get_or_init(|| named_venv("pyvenv", "grpc.txt", IMPORT_CHECK))
+        .clone()
 }
 
-/// A separate venv `target/<name>` with `packages` installed, provisioned on
-/// first use (blocking) and reused while `import_check` (Python code) runs.
-/// For heavier third-party peers (e.g. an OTLP backend) that the gRPC venv
-/// should not carry. Panics with pip's output when installation fails.
-pub fn named_venv(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
+/// A venv `target/<name>` holding exactly the pinned packages of
+/// `python/requirements/<requirements>`, provisioned on first use (blocking)
+/// and reused while it was installed from the same file and `import_check`
+/// (Python code) runs. Pinned files keep a new upstream release from
+/// changing what a test runs against. Panics with pip's output when
+/// installation fails twice.
+pub fn named_venv(name: &str, requirements: &str, import_check: &str) -> PathBuf {
     let venv = workspace_root().join("target").join(name);
     let _lock = DirLock::acquire(&venv.with_extension("lock"));
     let python = venv.join("bin").join("python");
@@ -86,34 +82,36 @@ pub fn named_venv(name: &str, packages: &[&str], import_check: &str) -> PathBuf 
         let base = std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         let mut create = Command::new(&base);
         create.arg("-m").arg("venv").arg(&venv);
-        run_or_panic(&mut create, &format!("creating the venv with {base}"));
+        if let Err(err) = run(create, &format!("creating the venv with {base}")) {
+            panic!("{err}");
+        }
     }
-    let ok = |python: &Path| {
-        Command::new(python)
-            .args(["-c", import_check])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&python) {
-        let mut install = Command::new(&python);
-        install
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
-            .args(packages);
-        run_or_panic(&mut install, &format!("pip install {}", packages.join(" ")));
-        assert!(
-            ok(&python),
-            "`{import_check}` still fails in {} after pip install",
-            venv.display()
-        );
+    let file = scripts_dir().join("requirements").join(requirements);
+    let wanted = std::fs::read_to_string(&file)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", file.display()));
+    // A copy of the file the venv was installed from.
+    let stamp = venv.join("switchyard-requirements.txt");
+    let installed = std::fs::read_to_string(&stamp).ok();
+    if installed.as_deref() == Some(wanted.as_str()) && imports_ok(&python, import_check) {
+        return venv;
     }
+    let _ = std::fs::remove_file(&stamp);
+    let what = format!("pip install -r {}", file.display());
+    // One retry: a fresh machine installs hundreds of MB, and one dropped
+    // download should not fail the test run.
+    if let Err(first) = run(pip_install(&python, &file), &what) {
+        eprintln!("{first}\nretrying once");
+        if let Err(second) = run(pip_install(&python, &file), &what) {
+            panic!("{second}");
+        }
+    }
+    assert!(
+        imports_ok(&python, import_check),
+        "`{import_check}` still fails in {} after {what}; delete that directory and retry",
+        venv.display()
+    );
+    std::fs::write(&stamp, &wanted)
+        .unwrap_or_else(|err| panic!("writing {}: {err}", stamp.display()));
     venv
 }
 
@@ -127,18 +125,8 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-fn provision(venv: &Path) {
-    let python = venv.join("bin").join("python");
-    if !python.exists() {
-        let base = std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let mut create = Command::new(&base);
-        create.arg("-m").arg("venv").arg(venv);
-        run_or_panic(&mut create, &format!("creating the venv with {base}"));
-    }
-    if imports_ok(&python) {
-        return;
-    }
-    let mut install = Command::new(&python);
+fn pip_install(python: &Path, requirements: &Path) -> Command {
+    let mut install = Command::new(python);
     install
         .args([
             "-m",
@@ -146,38 +134,40 @@ fn provision(venv: &Path) {
             "install",
             "--disable-pip-version-check",
             "--no-input",
+            "-r",
         ])
-        .args(PACKAGES);
-    run_or_panic(&mut install, &format!("pip install {}", PACKAGES.join(" ")));
-    assert!(
-        imports_ok(&python),
-        "`{IMPORT_CHECK}` still fails in {} after pip install; delete that directory and retry",
-        venv.display()
-    );
+        .arg(requirements);
+    install
 }
 
-fn imports_ok(python: &Path) -> bool {
+fn imports_ok(python: &Path, import_check: &str) -> bool {
     Command::new(python)
-        .args(["-c", IMPORT_CHECK])
+        .args(["-c", import_check])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
 }
 
-fn run_or_panic(command: &mut Command, what: &str) -> Output {
+/// Runs `command` to completion; on failure, a message with stderr first and
+/// the end of stdout, since logs that cut long output keep the head and the
+/// tail, and pip's reason for failing is on stderr.
+fn run(mut command: Command, what: &str) -> Result<Output, String> {
     let output = command
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|err| panic!("{what}: could not run {command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        .map_err(|err| format!("{what}: could not run {command:?}: {err}"))?;
+    if output.status.success() {
+        return Ok(output);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    Err(format!(
+        "{what} failed ({}):\nstderr:\n{}\nlast lines of stdout:\n{tail}",
         output.status,
-        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    ))
 }
 
 /// A cross-process mutex: a directory that only one process can create.
