@@ -281,6 +281,9 @@ impl Default for HttpServerConfig {
     }
 }
 
+/// The default route `timeout`; the reason is on [`RouteConfig::timeout`].
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// `[[listeners.routes]]`: where matching requests go and with what policy.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteConfig {

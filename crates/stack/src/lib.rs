@@ -5,7 +5,10 @@
 //! - [`server`]: accepting downstream connections and serving HTTP/1.1 and
 //!   h2c on one port, with limits, timeouts and graceful shutdown.
 //! - [`proxy`]: the per-request service — routing, header handling
-//!   ([`proxy::headers`]), protocol upgrades and the route timeout.
+//!   ([`proxy::headers`]), protocol upgrades, fault injection.
+//! - [`call`]: one call to a cluster under a call policy (deadlines, the
+//!   head timeout, retries, hedging), shared by the proxy's routes and the
+//!   library's clients.
 //! - [`route`]: compiled routes and request matching.
 //! - [`cluster`]: a balancer over a live set of endpoints; feeds latency and
 //!   in-flight counts back into the balancer.
@@ -18,6 +21,7 @@
 //! - [`drain`]: graceful-shutdown signalling.
 
 pub mod body;
+pub mod call;
 pub mod cluster;
 pub mod drain;
 pub mod error;

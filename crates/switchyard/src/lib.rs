@@ -1,8 +1,18 @@
 //! Switchyard for Rust services: the proxy's client stack as a library.
 //!
 //! A [`Client`] sends requests to a cluster of endpoints through the same
-//! balancing, pooling and error classification as `switchyard proxy`, so a
-//! Rust service gets the proxy's behaviour without a sidecar hop.
+//! call path as a route of `switchyard proxy` (the stack's
+//! [`stack::call`]): the head timeout and the caller's deadline, retries
+//! with the cluster's retry budget and bounded replay of the request body,
+//! hedging, admission limits, balancing, pooling, outlier ejection and
+//! error classification. A Rust service gets the proxy's behaviour without
+//! a sidecar hop.
+//!
+//! A `Client` is a [`tower::Service`] for requests with any `http_body`
+//! body, so it drops into hyper and axum code, and [`Client::grpc`] is a
+//! channel that tonic-generated clients accept
+//! (`EchoClient::new(client.grpc())`), with retries that work for tonic
+//! calls.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,7 +24,10 @@
 //!     "#,
 //!     "client.toml",
 //! )?;
-//! let client = switchyard::Client::new(&config.clusters[0]);
+//! let client = switchyard::Client::builder(&config.clusters[0])
+//!     .timeout(std::time::Duration::from_secs(2))
+//!     .retry(switchyard::config::RetryPolicy::default())
+//!     .build();
 //! let req = http::Request::get("/users/7").body(switchyard::Body::empty())?;
 //! let resp = client.send(req).await?;
 //! println!("{}", resp.status());
@@ -22,7 +35,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`Client`]: a cluster client built from a [`config::ClusterConfig`].
+//! - [`Client`]: a cluster client built from a [`config::ClusterConfig`]
+//!   and a call policy ([`ClientBuilder`]: in code, or a route's TOML);
+//!   [`GrpcChannel`] is its face for tonic.
 //! - [`registry`]: self-registration — register, heartbeat in the
 //!   background, drain and deregister on shutdown
 //!   ([`registry::Registration`]).
@@ -31,9 +46,17 @@
 //! - [`config`], [`balance`], [`stack`], [`proxy`]: the underlying crates,
 //!   re-exported for services that embed a whole proxy or build their own.
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use http::{Request, Response, header::HOST};
+use bytes::Bytes;
+use http::{Request, Response};
 
 pub use switchyard_balance as balance;
 pub use switchyard_config as config;
@@ -41,24 +64,105 @@ pub use switchyard_discovery as discovery;
 pub use switchyard_proxy as proxy;
 pub use switchyard_registry::client as registry;
 pub use switchyard_stack as stack;
-pub use switchyard_stack::{Body, ErrorKind, ProxyError};
+pub use switchyard_stack::{Body, ErrorKind, ProxyError, body::BoxError};
 
-use switchyard_config::{ClusterConfig, Discovery};
-use switchyard_stack::cluster::{Cluster, EndpointSpec};
+use switchyard_config::{ClusterConfig, Discovery, HedgePolicy, RetryPolicy, RouteConfig};
+use switchyard_stack::{
+    body::{DownstreamState, Source, StreamLimits},
+    call::{
+        AttemptLog, Call, CallPolicy, Deadlines, caller_timeout, is_grpc, remove_deadline_headers,
+        set_upstream_target, within_head_timeout,
+    },
+    cluster::{Cluster, EndpointSpec},
+    error::response::error_response,
+};
+use switchyard_telemetry::{Decision, Metrics};
 
-/// Sends requests to one cluster, balancing over its endpoints.
+/// Sends requests to one cluster under one call policy. Cheap to clone:
+/// clones share the cluster (its connections, limits, budgets and
+/// statistics).
 #[derive(Clone, Debug)]
 pub struct Client {
-    cluster: Arc<Cluster>,
+    inner: Arc<Inner>,
 }
 
-impl Client {
-    /// A client for a cluster with static discovery; other discovery sources
-    /// start with an empty set that [`Client::update`] fills.
-    pub fn new(config: &ClusterConfig) -> Self {
-        let metrics = Arc::new(switchyard_telemetry::Metrics::new());
-        let cluster = Arc::new(Cluster::new(config, metrics));
-        if let Discovery::Static(eps) = &config.discovery {
+#[derive(Debug)]
+struct Inner {
+    cluster: Arc<Cluster>,
+    policy: CallPolicy,
+}
+
+/// Builds a [`Client`]. Every setting starts at a proxy route's default:
+/// a 15 s head timeout, no stream limit, no retries, no hedging.
+#[derive(Debug)]
+pub struct ClientBuilder<'a> {
+    config: &'a ClusterConfig,
+    timeout: Duration,
+    max_stream_duration: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    hedge: Option<HedgePolicy>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ClientBuilder<'_> {
+    /// Bounds the time to the response head, all attempts included
+    /// (counted from the end of the request body). A caller's shorter
+    /// deadline (`grpc-timeout`, `x-switchyard-timeout-ms`) wins.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Ends a whole exchange, bodies included, at this age, and sends the
+    /// remaining time upstream as the call's deadline.
+    #[must_use]
+    pub fn max_stream_duration(mut self, limit: Duration) -> Self {
+        self.max_stream_duration = Some(limit);
+        self
+    }
+
+    /// Retries under `policy` (see [`RetryPolicy`]; `RetryPolicy::default()`
+    /// is a route's `retry = {}`).
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Hedges idempotent requests under `policy`.
+    #[must_use]
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.hedge = Some(policy);
+        self
+    }
+
+    /// Takes the timeout, stream limit, retries and hedging of a route
+    /// from the proxy's configuration, so a policy means the same in both.
+    #[must_use]
+    pub fn route(mut self, route: &RouteConfig) -> Self {
+        self.timeout = route.timeout;
+        self.max_stream_duration = route.max_stream_duration;
+        self.retry = route.retry.clone();
+        self.hedge = route.hedge.clone();
+        self
+    }
+
+    /// Records the cluster's metrics in `metrics`, for a service that
+    /// exposes or merges them; by default they go to a private registry.
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A client for the cluster. With static discovery it starts with the
+    /// configured endpoints; other sources start empty until
+    /// [`Client::update`] fills them.
+    pub fn build(self) -> Client {
+        let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
+        let cluster = Arc::new(Cluster::new(self.config, metrics));
+        if let Discovery::Static(eps) = &self.config.discovery {
             let specs: Vec<EndpointSpec> = eps
                 .iter()
                 .map(|e| EndpointSpec {
@@ -69,27 +173,159 @@ impl Client {
                 .collect();
             cluster.update(&specs);
         }
-        Self { cluster }
+        let policy = CallPolicy::new(
+            self.timeout,
+            self.max_stream_duration,
+            self.retry,
+            self.hedge,
+        );
+        Client {
+            inner: Arc::new(Inner { cluster, policy }),
+        }
+    }
+}
+
+impl Client {
+    /// A client with a route's default policy (no retries); see
+    /// [`Client::builder`] for more.
+    pub fn new(config: &ClusterConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    pub fn builder(config: &ClusterConfig) -> ClientBuilder<'_> {
+        let defaults = CallPolicy::default();
+        ClientBuilder {
+            config,
+            timeout: defaults.timeout(),
+            max_stream_duration: None,
+            retry: None,
+            hedge: None,
+            metrics: None,
+        }
     }
 
     /// Replaces the endpoint set; endpoints that stay keep their state.
     pub fn update(&self, endpoints: &[EndpointSpec]) {
-        self.cluster.update(endpoints);
+        self.inner.cluster.update(endpoints);
     }
 
-    /// Sends a request to one endpoint of the cluster. A request without a
-    /// `Host` header gets the cluster's name, so virtual hosting works.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        if !req.headers().contains_key(HOST) && req.uri().authority().is_none() {
-            if let Ok(v) = http::HeaderValue::from_str(self.cluster.name()) {
-                req.headers_mut().insert(HOST, v);
-            }
+    /// Sends a request through the call path: within the head timeout (or
+    /// the caller's deadline from `grpc-timeout` / `x-switchyard-timeout-ms`,
+    /// which is also what goes upstream), with retries and hedges on other
+    /// endpoints as the policy allows. A request without an authority gets
+    /// the cluster's name, so virtual hosting works.
+    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<Body>, ProxyError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Inner { cluster, policy } = &*self.inner;
+        let grpc = is_grpc(&req);
+        let deadlines = Deadlines::of(policy, caller_timeout(req.headers(), grpc));
+        if deadlines.expired() {
+            cluster.decisions().count(Decision::DeadlineExpired);
+            return Err(ProxyError::new(ErrorKind::DeadlineExpired));
         }
-        self.cluster.send(req, None).await
+        let (mut parts, body) = req.into_parts();
+        remove_deadline_headers(&mut parts.headers);
+        set_upstream_target(&mut parts, cluster.protocol(), cluster.name())?;
+        // A body failure is the caller's: never retried, never blamed on
+        // the endpoint, never ended cleanly upstream.
+        let body =
+            (!body.is_end_stream()).then(|| (Source::caller(body), DownstreamState::default()));
+        let state = body.as_ref().map(|(_, state)| state.clone());
+        let call = Call {
+            policy,
+            cluster,
+            deadlines,
+            hash: None,
+            grpc,
+            incoming_attempt: 1,
+            tracing: None,
+        };
+        let mut log = AttemptLog::default();
+        let sent = call.send(parts, body, &mut log);
+        let resp = within_head_timeout(sent, &deadlines, state.as_ref(), policy.timeout())
+            .await
+            .unwrap_or_else(|| Err(ProxyError::new(ErrorKind::Timeout)))?;
+        Ok(match deadlines.stream_end() {
+            Some(end) => resp.map(|b| {
+                b.timed(StreamLimits {
+                    deadline: Some(end),
+                    idle: None,
+                    grpc,
+                })
+            }),
+            None => resp,
+        })
+    }
+
+    /// This client as a gRPC channel for tonic-generated clients: failures
+    /// become gRPC statuses (UNAVAILABLE, DEADLINE_EXCEEDED,
+    /// RESOURCE_EXHAUSTED…) as the proxy answers them, instead of errors
+    /// tonic would report as UNKNOWN.
+    pub fn grpc(&self) -> GrpcChannel {
+        GrpcChannel {
+            client: self.clone(),
+        }
     }
 
     /// The underlying cluster, for inspection (`snapshot()`).
     pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
+        &self.inner.cluster
+    }
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<B> tower::Service<Request<B>> for Client
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Response<Body>, ProxyError>;
+
+    /// Always ready: limits are enforced per request (an overloaded
+    /// cluster fails fast with [`ErrorKind::Overloaded`]), not by
+    /// back-pressure.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let client = self.clone();
+        Box::pin(async move { client.send(req).await })
+    }
+}
+
+/// A [`Client`] as a gRPC channel: see [`Client::grpc`].
+#[derive(Clone, Debug)]
+pub struct GrpcChannel {
+    client: Client,
+}
+
+impl<B> tower::Service<Request<B>> for GrpcChannel
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            Ok(match client.send(req).await {
+                Ok(resp) => resp,
+                Err(err) => error_response(&err, true),
+            })
+        })
     }
 }

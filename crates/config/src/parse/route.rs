@@ -41,8 +41,7 @@ const FAULT_KEYS: &[&str] = &["abort", "delay"];
 const ABORT_KEYS: &[&str] = &["ratio", "status", "grpc_status"];
 const DELAY_KEYS: &[&str] = &["ratio", "duration"];
 
-/// Default route timeout; the reason is on `RouteConfig::timeout`.
-pub(crate) const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const ROUTE_TIMEOUT: Duration = crate::model::DEFAULT_ROUTE_TIMEOUT;
 
 const RETRY_ON: &[(&str, RetryOn)] = &[
     ("connect-failure", RetryOn::ConnectFailure),

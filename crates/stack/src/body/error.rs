@@ -9,7 +9,7 @@ pub enum BodyError {
     /// The client's request body failed: a malformed chunk, a connection
     /// closed mid-upload, a reset stream.
     #[error("request body from the client failed")]
-    Downstream(#[source] hyper::Error),
+    Downstream(#[source] super::BoxError),
     /// A replay of a request body whose client side had already failed:
     /// the body is incomplete and must not end cleanly upstream.
     #[error("request body from the client is incomplete")]

@@ -26,6 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -104,6 +105,64 @@ impl DownstreamState {
     }
 }
 
+/// Errors of a caller's own body type, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as it arrives: from a downstream connection, or a Rust
+/// caller's own body type (tonic's, axum's) when the library sends it. A
+/// failure of either is the caller's.
+#[derive(Debug)]
+pub enum Source {
+    Incoming(Incoming),
+    Caller(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Source {
+    /// Any body with `Bytes` data, boxed.
+    pub fn caller<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Source::Caller(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl From<Incoming> for Source {
+    fn from(body: Incoming) -> Self {
+        Source::Incoming(body)
+    }
+}
+
+impl http_body::Body for Source {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Source::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Source::Caller(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Incoming(body) => body.is_end_stream(),
+            Source::Caller(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Incoming(body) => body.size_hint(),
+            Source::Caller(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A request or response body.
 #[derive(Debug, Default)]
 pub struct Body {
@@ -119,7 +178,7 @@ enum Kind {
     Incoming(Incoming),
     /// A downstream request body streamed once to the upstream.
     Downstream {
-        body: Incoming,
+        body: Source,
         state: DownstreamState,
     },
     /// A request body that a retry can send again.
@@ -163,7 +222,8 @@ impl Body {
 
     /// A downstream request body sent once; `state` learns whether it
     /// failed.
-    pub fn downstream(body: Incoming, state: DownstreamState) -> Self {
+    pub fn downstream(body: impl Into<Source>, state: DownstreamState) -> Self {
+        let body = body.into();
         if http_body::Body::is_end_stream(&body) {
             state.mark_ended();
         }
@@ -308,9 +368,8 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(data) => data.is_none(),
-            Kind::Incoming(body) | Kind::Downstream { body, .. } | Kind::Upstream { body, .. } => {
-                body.is_end_stream()
-            }
+            Kind::Incoming(body) | Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Downstream { body, .. } => body.is_end_stream(),
             Kind::Replay(body) => body.is_end_stream(),
             Kind::Timed(body) => body.is_end_stream(),
             Kind::Grpc(body) => body.is_end_stream(),
@@ -323,9 +382,8 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Incoming(body) | Kind::Downstream { body, .. } | Kind::Upstream { body, .. } => {
-                body.size_hint()
-            }
+            Kind::Incoming(body) | Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Downstream { body, .. } => body.size_hint(),
             Kind::Replay(body) => body.size_hint(),
             Kind::Timed(body) => body.size_hint(),
             Kind::Grpc(body) => body.size_hint(),

@@ -19,16 +19,14 @@ use std::{
     task::{Context, Poll},
 };
 
+use super::{BodyError, DownstreamState, Source};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-
-use super::{BodyError, DownstreamState};
 
 #[derive(Debug)]
 struct Shared {
-    source: Incoming,
+    source: Source,
     chunks: Vec<Bytes>,
     buffered: usize,
     cap: usize,
@@ -50,7 +48,8 @@ pub struct ReplayBody {
 impl ReplayBody {
     /// Wraps `source`, copying up to `cap` bytes for replay; `state` learns
     /// how the client's side of the body went.
-    pub fn new(source: Incoming, cap: usize, state: DownstreamState) -> Self {
+    pub fn new(source: impl Into<Source>, cap: usize, state: DownstreamState) -> Self {
+        let source = source.into();
         let hint = source.size_hint();
         // A body known to exceed the cap will never be replayable; skip
         // copying it at all.

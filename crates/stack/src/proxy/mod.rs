@@ -1,29 +1,23 @@
 //! The HTTP proxy service: one request from downstream to upstream.
 //!
-//! `handle` is the whole L7 request path for one listener:
-//! route match → headers → route timeout → cluster pick → endpoint pool →
-//! response headers, with every failure mapped to a response in
-//! [`crate::error::response`].
+//! `handle` is the L7 request path for one listener: route match →
+//! headers → fault injection → the route's [`Call`] (deadlines, attempts,
+//! cluster, endpoint) → response headers, with every failure mapped to a
+//! response in [`crate::error::response`].
 
-mod attempt;
 pub mod fault;
 pub mod headers;
 mod report;
 mod upgrade;
 
-pub use attempt::{ATTEMPT_HEADER, AttemptLog, is_idempotent, retry_reason};
+pub use crate::call::{ATTEMPT_HEADER, AttemptLog, is_idempotent, retry_reason};
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
-use http::{
-    HeaderValue, Request, Response, Uri, Version,
-    header::{CONTENT_TYPE, HOST},
-    uri::{Authority, PathAndQuery, Scheme},
-};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use switchyard_balance::hash_key;
 use switchyard_config::{HashOn, UpstreamProtocol};
-use switchyard_policy::{Deadline, deadline};
 use switchyard_telemetry::{
     Decision, ListenerMetrics,
     trace::{RequestTrace, Tracer},
@@ -31,12 +25,13 @@ use switchyard_telemetry::{
 use tokio::time::Instant;
 use tracing::debug;
 
-use self::{
-    attempt::{Attempts, Head, RequestBody},
-    report::{Report, RequestDetail},
-};
+use self::report::{Report, RequestDetail};
 use crate::{
-    body::{Body, DownstreamState, GrpcEnd, ReplayBody, StreamLimits},
+    body::{Body, DownstreamState, GrpcEnd, StreamLimits},
+    call::{
+        Call, Deadlines, caller_timeout, is_grpc, remove_deadline_headers, set_upstream_target,
+        within_head_timeout,
+    },
     cluster::Cluster,
     error::{
         ErrorKind, ProxyError,
@@ -124,13 +119,13 @@ impl HttpProxy {
         let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));
         let needs_detail = self.access_log || trace.as_ref().is_some_and(|t| t.sampled);
         let detail = needs_detail.then(|| RequestDetail::of(&req));
-        let deadlines = Deadlines::of(route, incoming_timeout(req.headers(), grpc));
+        let deadlines = Deadlines::of(route.call(), caller_timeout(req.headers(), grpc));
         // Tracked only for requests with a body: the route timeout counts
         // from its end, and a failure of it is the client's.
         let body = (!http_body::Body::is_end_stream(req.body()))
             .then(|| DownstreamState::new(Some(stream.clone())));
         let mut log = AttemptLog::default();
-        let (mut resp, error) = if deadlines.head.expired() {
+        let (mut resp, error) = if deadlines.expired() {
             // The caller has already given up: do not load an upstream.
             cluster.decisions().count(Decision::DeadlineExpired);
             let err = ProxyError::new(ErrorKind::DeadlineExpired);
@@ -153,11 +148,12 @@ impl HttpProxy {
             ));
             // An injected delay runs inside the head timeout, as a slow
             // upstream's time would.
+            let timeout = route.call().timeout();
             let answer = match route.faults() {
-                None => head_timeout(forward, &deadlines, body.as_ref(), route.timeout()).await,
+                None => within_head_timeout(forward, &deadlines, body.as_ref(), timeout).await,
                 Some(faults) => {
                     let faulty = Box::pin(faults.around(grpc, forward));
-                    head_timeout(faulty, &deadlines, body.as_ref(), route.timeout()).await
+                    within_head_timeout(faulty, &deadlines, body.as_ref(), timeout).await
                 }
             };
             match answer {
@@ -172,10 +168,10 @@ impl HttpProxy {
         // The response follows the downstream connection's HTTP version,
         // whatever the upstream spoke.
         *resp.version_mut() = version;
-        if let (Some(end), None) = (deadlines.stream, error) {
+        if let (Some(end), None) = (deadlines.stream_end(), error) {
             resp = resp.map(|b| {
                 b.timed(StreamLimits {
-                    deadline: Some(end.instant()),
+                    deadline: Some(end),
                     idle: None,
                     grpc,
                 })
@@ -253,19 +249,15 @@ impl HttpProxy {
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.proto);
-        // The caller's deadline headers were read already; each attempt
-        // sends the one deadline this hop works against, or none.
-        parts.headers.remove(&attempt::TIMEOUT_HEADER);
-        parts.headers.remove(&attempt::GRPC_TIMEOUT);
+        // The caller's deadline headers were read already.
+        remove_deadline_headers(&mut parts.headers);
         let incoming_attempt = parts
             .headers
-            .remove(&attempt::ATTEMPT_HEADER)
+            .remove(&ATTEMPT_HEADER)
             .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
             .unwrap_or(1);
+        set_upstream_target(&mut parts, protocol, cluster.name())?;
         if let Some(on_upgrade) = on_upgrade {
-            // The authority falls back to the cluster name, as for any
-            // request, so the head does not depend on the endpoint chosen.
-            set_upstream_target(&mut parts, protocol, cluster.name())?;
             let req = Request::from_parts(
                 parts,
                 Body::downstream(body, body_state.unwrap_or_default()),
@@ -275,50 +267,17 @@ impl HttpProxy {
             log.endpoint = Some(endpoint);
             return Ok(resp);
         }
-        // The authority falls back to the cluster name, which every endpoint
-        // of the cluster answers to, so one head serves every attempt.
-        set_upstream_target(&mut parts, protocol, cluster.name())?;
-        if protocol == UpstreamProtocol::Http1
-            && body_state.is_some()
-            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-        {
-            // A body of unknown length, which hyper would drop on methods
-            // such as GET (an HTTP/2 client sends DATA without a length):
-            // chunked framing carries it to an HTTP/1.1 upstream.
-            parts.headers.insert(
-                http::header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-        }
-        let wants_replay = route.retry().is_some() || route.hedge().is_some();
-        let body = match body_state {
-            None => RequestBody::Empty,
-            Some(state) if wants_replay => {
-                let cap = route
-                    .retry()
-                    .map_or(DEFAULT_REPLAY_CAP, |p| p.max_replay_bytes);
-                RequestBody::Replay(ReplayBody::new(body, cap, state))
-            }
-            Some(state) => RequestBody::Once(Some(Body::downstream(body, state))),
-        };
-        let attempts = Attempts {
-            route,
+        let call = Call {
+            policy: route.call(),
             cluster,
-            head: Head {
-                method: parts.method,
-                uri: parts.uri,
-                version: parts.version,
-                headers: parts.headers,
-            },
-            body,
+            deadlines,
             hash,
-            deadline: deadlines.head,
-            upstream_deadline: deadlines.upstream,
             grpc,
             incoming_attempt,
             tracing,
         };
-        let mut resp = attempts.run(log).await?;
+        let body = body_state.map(|state| (body.into(), state));
+        let mut resp = call.send(parts, body, log).await?;
         headers::strip_hop_by_hop(resp.headers_mut(), false);
         // Only this hop's own answers name an error; an upstream's (another
         // proxy's) would be taken for ours.
@@ -327,108 +286,10 @@ impl HttpProxy {
     }
 }
 
-/// Replay cap for hedged routes without a retry policy (Linkerd's bound).
-const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
-
-/// The caller's remaining time: `grpc-timeout` for gRPC, and Switchyard's
-/// `x-switchyard-timeout-ms` for anything. Malformed values are ignored.
-fn incoming_timeout(h: &http::HeaderMap, grpc: bool) -> Option<Duration> {
-    let from_grpc = grpc
-        .then(|| h.get(deadline::GRPC_TIMEOUT_HEADER))
-        .flatten()
-        .and_then(|v| deadline::parse_grpc_timeout(v.as_bytes()));
-    let from_http = h
-        .get(deadline::TIMEOUT_HEADER)
-        .and_then(|v| deadline::parse_timeout_ms(v.as_bytes()));
-    match (from_grpc, from_http) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Waits for `forward` until the head deadline: the route timeout counted
-/// from the end of the request body (as Envoy counts it, so that a client
-/// stream may last longer than the timeout), and never past the caller's
-/// own deadline. `None` when it passed first.
-async fn head_timeout<F: std::future::Future>(
-    forward: F,
-    deadlines: &Deadlines,
-    body: Option<&DownstreamState>,
-    route_timeout: Duration,
-) -> Option<F::Output> {
-    let Some(body) = body else {
-        // No body: the deadline is fixed from the start.
-        return tokio::time::timeout_at(deadlines.head.instant(), forward)
-            .await
-            .ok();
-    };
-    tokio::pin!(forward);
-    let timer = tokio::time::sleep_until(deadlines.head.instant());
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut forward => return Some(out),
-            () = &mut timer => {
-                let now = Instant::now();
-                // Still streaming: the timeout has not started. (A failed
-                // body ends `forward` with the client's error soon.)
-                let from_body = body.ended_at().unwrap_or(now) + route_timeout;
-                let next = deadlines.caller.map_or(from_body, |c| from_body.min(c.instant()));
-                if next <= now {
-                    return None;
-                }
-                timer.as_mut().reset(next);
-            }
-        }
-    }
-}
-
-/// The deadlines of one request.
-#[derive(Clone, Copy, Debug)]
-struct Deadlines {
-    /// The caller's own deadline, if it sent one.
-    caller: Option<Deadline>,
-    /// By when the upstream's response head must arrive: the route timeout,
-    /// shortened by the caller's deadline.
-    head: Deadline,
-    /// The end of the whole exchange the proxy enforces on the response
-    /// body: the route's `max_stream_duration`, when set.
-    stream: Option<Deadline>,
-    /// What is sent upstream as the call's deadline: the caller's own
-    /// (less the time spent here) or the stream limit, whichever is first;
-    /// never the head timeout, which would cut long streams.
-    upstream: Option<Deadline>,
-}
-
-impl Deadlines {
-    fn of(route: &Route, caller: Option<Duration>) -> Self {
-        let caller = caller.map(Deadline::after);
-        let route_head = Deadline::after(route.timeout());
-        let stream = route.max_stream_duration().map(Deadline::after);
-        Self {
-            caller,
-            head: caller.map_or(route_head, |c| c.min(route_head)),
-            stream,
-            upstream: match (caller, stream) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        }
-    }
-}
-
 /// The `grpc-status` of a response head (a trailers-only answer).
 fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
     h.get("grpc-status")
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
-}
-
-/// gRPC requests get gRPC-shaped errors.
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The consistent-hash key of a request, for clusters that hash.
@@ -443,52 +304,4 @@ fn request_hash<B>(cluster: &Cluster, req: &Request<B>, peer: SocketAddr) -> Opt
             std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
         }),
     }
-}
-
-/// Shapes the request line for the upstream protocol: origin-form with a
-/// `Host` header for HTTP/1.1, absolute URI with `:authority` for HTTP/2.
-fn set_upstream_target(
-    parts: &mut http::request::Parts,
-    protocol: UpstreamProtocol,
-    fallback: impl std::fmt::Display,
-) -> Result<(), ProxyError> {
-    let authority: Authority = match parts.uri.authority() {
-        Some(a) => a.clone(),
-        None => match parts
-            .headers
-            .get(HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        {
-            Some(a) => a,
-            None => Authority::try_from(fallback.to_string())
-                .map_err(|e| ProxyError::with_source(ErrorKind::Internal, e))?,
-        },
-    };
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    match protocol {
-        UpstreamProtocol::Http1 => {
-            if !parts.headers.contains_key(HOST) {
-                let host = HeaderValue::from_str(authority.as_str())
-                    .map_err(|e| ProxyError::with_source(ErrorKind::Internal, e))?;
-                parts.headers.insert(HOST, host);
-            }
-            parts.uri = Uri::from(path);
-            parts.version = Version::HTTP_11;
-        }
-        UpstreamProtocol::Http2 => {
-            parts.headers.remove(HOST);
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(authority);
-            uri.path_and_query = Some(path);
-            parts.uri = Uri::from_parts(uri)
-                .map_err(|e| ProxyError::with_source(ErrorKind::Internal, e))?;
-            parts.version = Version::HTTP_2;
-        }
-    }
-    Ok(())
 }

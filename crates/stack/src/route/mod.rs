@@ -3,16 +3,15 @@
 
 mod matcher;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use http::Request;
-use switchyard_config::{Destination, HedgePolicy, RetryPolicy, RouteConfig};
-use switchyard_policy::Budget;
+use switchyard_config::{Destination, RouteConfig};
 use switchyard_telemetry::{Metrics, RouteMetrics};
 
 pub use matcher::{Matcher, request_host};
 
-use crate::{cluster::Cluster, proxy::fault::Faults};
+use crate::{call::CallPolicy, cluster::Cluster, proxy::fault::Faults};
 
 /// The ordered routes of one HTTP listener.
 #[derive(Debug)]
@@ -26,27 +25,11 @@ pub struct Route {
     name: Arc<str>,
     matcher: Matcher,
     destination: Target,
-    timeout: Duration,
-    max_stream_duration: Option<Duration>,
+    call: CallPolicy,
     upgrades: Box<[String]>,
-    retry: Option<RetryPolicy>,
-    hedge: Option<Hedge>,
     faults: Option<Faults>,
     metrics: RouteMetrics,
 }
-
-/// A route's hedging policy and its extra-load budget.
-#[derive(Debug)]
-pub struct Hedge {
-    pub policy: HedgePolicy,
-    /// Hedges may add at most `max_extra_load` over the route's recent
-    /// hedge-eligible requests; a route-level budget, so one route's hedging
-    /// cannot spend another's.
-    pub budget: Budget,
-}
-
-/// Window over which hedge-eligible requests are counted.
-const HEDGE_BUDGET_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 enum Target {
@@ -102,14 +85,8 @@ impl Router {
                     name: Arc::from(rc.name.as_str()),
                     matcher: Matcher::new(&rc.matcher),
                     destination,
-                    timeout: rc.timeout,
-                    max_stream_duration: rc.max_stream_duration,
+                    call: CallPolicy::of_route(rc),
                     upgrades: rc.upgrades.clone().into_boxed_slice(),
-                    retry: rc.retry.clone(),
-                    hedge: rc.hedge.clone().map(|policy| Hedge {
-                        budget: Budget::new(policy.max_extra_load, 0, HEDGE_BUDGET_TTL),
-                        policy,
-                    }),
                     faults: rc.fault.clone().map(|policy| {
                         Faults::new(policy, metrics.route_faults(listener, &rc.name))
                     }),
@@ -138,15 +115,9 @@ impl Route {
         &self.name
     }
 
-    /// Bounds the time to the upstream's response head, all attempts
-    /// included.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Bounds a whole exchange, bodies included, when set.
-    pub fn max_stream_duration(&self) -> Option<Duration> {
-        self.max_stream_duration
+    /// The route's timeout, stream limit, retries and hedging.
+    pub fn call(&self) -> &CallPolicy {
+        &self.call
     }
 
     /// The HTTP/1.1 upgrade protocols tunnelled for this route.
@@ -157,14 +128,6 @@ impl Route {
     /// The name as a shared string, for records that outlive the request.
     pub fn name_arc(&self) -> &Arc<str> {
         &self.name
-    }
-
-    pub fn retry(&self) -> Option<&RetryPolicy> {
-        self.retry.as_ref()
-    }
-
-    pub fn hedge(&self) -> Option<&Hedge> {
-        self.hedge.as_ref()
     }
 
     /// The faults this route injects, when it has a fault policy.

@@ -22,11 +22,11 @@ use switchyard_telemetry::{
     trace::{AttemptSpan, RequestTrace, Tracer},
 };
 
+use super::CallPolicy;
 use crate::{
     body::{Body, ReplayBody},
     cluster::{Cluster, Endpoint},
     error::{ErrorKind, ProxyError},
-    route::Route,
 };
 
 /// The attempt number of this hop's request, sent upstream so the next hop
@@ -85,7 +85,7 @@ pub struct AttemptLog {
 
 /// Everything the attempt loop needs about one request.
 pub(super) struct Attempts<'a> {
-    pub route: &'a Route,
+    pub policy: &'a CallPolicy,
     pub cluster: &'a Arc<Cluster>,
     pub head: Head,
     pub body: RequestBody,
@@ -110,7 +110,7 @@ impl Attempts<'_> {
     pub async fn run(mut self, log: &mut AttemptLog) -> Result<Response<Body>, ProxyError> {
         let idempotent = is_idempotent(&self.head.method);
         let policy = self
-            .route
+            .policy
             .retry()
             .filter(|p| self.incoming_attempt <= 1 || p.retry_retried);
         let max_attempts = policy.map_or(1, |p| p.attempts.max(1));
@@ -118,7 +118,7 @@ impl Attempts<'_> {
             self.cluster.deposit();
         }
         let hedge = self
-            .route
+            .policy
             .hedge()
             .filter(|_| idempotent && self.incoming_attempt <= 1 && self.body.is_complete());
         if let Some(h) = hedge {
