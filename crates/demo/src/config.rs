@@ -54,6 +54,11 @@ protocol = "http"
   # count in the summary measures exactly that. (A p95 delay would also hedge
   # 5% of healthy traffic, blurring the chaos in the figures.)
   hedge = {{ delay = "50ms", max_extra_load = 0.1 }}
+  # Fault injection, the chaos the proxy makes itself: {delay_percent}% of requests
+  # are held {delay_ms} ms before they go upstream, as a slow dependency would hold
+  # them. The delay counts against the route timeout like upstream time; the
+  # summary checks the injected count against the ratio.
+  fault = {{ delay = {{ ratio = {delay_ratio}, duration = "{delay_ms}ms" }} }}
 
 [[clusters]]
 name = "api"
@@ -75,11 +80,20 @@ protocol = "http2"
 # `grpc.health.v1` on the whole server ("").
 health = {{ grpc = "", interval = "500ms", timeout = "250ms", healthy = 2, unhealthy = 2 }}
 "#,
+        delay_ratio = FAULT_DELAY_RATIO,
+        delay_percent = FAULT_DELAY_RATIO * 100.0,
+        delay_ms = FAULT_DELAY.as_millis(),
         resilience = CLUSTER_RESILIENCE
             .trim()
             .replace("{consecutive_failures}", &CONSECUTIVE_FAILURES.to_string()),
     )
 }
+
+/// The route whose requests the proxy delays on purpose, the share it
+/// delays and by how much.
+pub(crate) const FAULT_ROUTE: &str = "api";
+pub(crate) const FAULT_DELAY_RATIO: f64 = 0.02;
+pub(crate) const FAULT_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Failures in a row that eject an endpoint; the only ejection rule of the
 /// demo's clusters, so the demo's own ejection lines can name it.

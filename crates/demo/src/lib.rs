@@ -57,14 +57,14 @@ use switchyard_proxy::{Proxy, StartError};
 
 pub use backend::{BackendHandle, Fleet, Protocol};
 pub use events::{EndpointChange, ProxyEvent};
-pub use report::{BackendReport, DemoReport, Scaling};
+pub use report::{BackendReport, DemoReport, InjectedFaults, Scaling};
 pub use resilience::{ClusterResilience, Decisions, EndpointResilience};
 pub use scenario::{Action, Scenario};
 
 use registry::Registry;
 use resilience::ProxyView;
 use scenario::Stage;
-use stats::Recorder;
+use stats::{Recorder, RequestKind};
 
 /// Generated messages, client and server (from `proto/switchyard/demo/v1/inventory.proto`).
 #[allow(missing_debug_implementations, clippy::all)]
@@ -145,6 +145,8 @@ pub enum DemoError {
     Proxy(#[from] StartError),
     #[error("the proxy has no listener named {0:?} (a bug in the demo)")]
     NoListener(&'static str),
+    #[error("the proxy has no cluster named {0:?} (a bug in the demo)")]
+    NoCluster(&'static str),
     #[error("cannot set up the gRPC client: {0}")]
     Client(tonic::transport::Error),
     #[error("scenario: {0}")]
@@ -184,9 +186,16 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         let public = proxy
             .listener_addr(LISTENER)
             .ok_or(DemoError::NoListener(LISTENER))?;
-        Ok::<_, DemoError>((proxy, public))
+        // The same series `/metrics` exports as
+        // switchyard_faults_injected_total{route="api",kind="delay"}.
+        let faults = proxy
+            .cluster(CLUSTERS[0])
+            .ok_or(DemoError::NoCluster(CLUSTERS[0]))?
+            .metrics()
+            .route_faults(LISTENER, config::FAULT_ROUTE);
+        Ok::<_, DemoError>((proxy, public, faults))
     };
-    let (proxy, public) = match started.await {
+    let (proxy, public, fault_counters) = match started.await {
         Ok(started) => started,
         Err(err) => {
             fleet.shutdown().await;
@@ -256,13 +265,14 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         // Taken before shutdown, which stops health checks: the decisions
         // and endpoint states as the load saw them.
         let resilience = view.snapshot(|addr| name_at(&fleet, addr));
+        let delayed = fault_counters.delay.get();
         let _ = stop_proxy.send(());
-        played.map(|timeline| (timeline, events, resilience))
+        played.map(|timeline| (timeline, events, resilience, delayed))
     };
     let (drained, played) = tokio::join!(serve, play);
     let load_duration = stage.load_duration;
     let scaling = std::mem::take(&mut stage.scaling);
-    let (timeline, events, resilience) = match played {
+    let (timeline, events, resilience, delayed) = match played {
         Ok(played) => played,
         Err(err) => {
             fleet.shutdown().await;
@@ -277,6 +287,12 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
     registry.shutdown().await;
 
     let by_kind = recorder.kinds();
+    // The fault route serves the HTTP requests; gRPC has its own.
+    let http_requests = by_kind
+        .iter()
+        .filter(|(kind, _)| *kind != RequestKind::Grpc)
+        .map(|(_, c)| c.requests)
+        .sum();
     Ok(DemoReport {
         proxy: public,
         admin,
@@ -297,6 +313,13 @@ pub async fn run_scenario(opts: DemoOptions, scenario: &Scenario) -> Result<Demo
         scaling,
         error_samples: recorder.error_samples(),
         drained,
+        faults: InjectedFaults {
+            route: config::FAULT_ROUTE.to_owned(),
+            ratio: config::FAULT_DELAY_RATIO,
+            delay: config::FAULT_DELAY,
+            delayed,
+            requests: http_requests,
+        },
     })
 }
 

@@ -127,6 +127,34 @@ pub struct DemoReport {
     pub error_samples: Vec<String>,
     /// Whether the proxy drained every connection within its grace period.
     pub drained: bool,
+    /// The delays the proxy injected on purpose (a route's fault policy).
+    pub faults: InjectedFaults,
+}
+
+/// A route's injected delays: the policy, and what the proxy counted in
+/// `switchyard_faults_injected_total`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectedFaults {
+    pub route: String,
+    /// The share of the route's requests the policy delays.
+    pub ratio: f64,
+    pub delay: Duration,
+    /// Requests the proxy delayed.
+    pub delayed: u64,
+    /// Requests the load sent on that route.
+    pub requests: u64,
+}
+
+impl InjectedFaults {
+    /// Whether the count fits the ratio: within five standard deviations
+    /// of a binomial draw (plus two, for tiny runs), so only a policy that
+    /// did not apply, or applied to the wrong share, fails.
+    pub fn plausible(&self) -> bool {
+        let n = self.requests as f64;
+        let expected = n * self.ratio;
+        let sigma = (n * self.ratio * (1.0 - self.ratio)).sqrt();
+        (self.delayed as f64 - expected).abs() <= 5.0 * sigma + 2.0
+    }
 }
 
 impl DemoReport {
@@ -225,6 +253,16 @@ impl DemoReport {
                 }
                 Scaling::Out { .. } => {}
             }
+        }
+        if !self.faults.plausible() {
+            let f = &self.faults;
+            problems.push(format!(
+                "route {} delayed {} of {} requests, not about {:.0}%",
+                f.route,
+                f.delayed,
+                f.requests,
+                f.ratio * 100.0
+            ));
         }
         for cluster in self.faulted_clusters() {
             let acted = self
@@ -345,6 +383,21 @@ impl DemoReport {
 
         self.render_timeline(&mut out);
         resilience::render(&mut out, &self.resilience);
+        let f = &self.faults;
+        let _ = writeln!(
+            out,
+            "\n  fault injection: route {} delays {:.0}% of requests by {} ms: {} of {} delayed ({:.1}%)",
+            f.route,
+            f.ratio * 100.0,
+            f.delay.as_millis(),
+            f.delayed,
+            f.requests,
+            if f.requests == 0 {
+                0.0
+            } else {
+                100.0 * f.delayed as f64 / f.requests as f64
+            }
+        );
         if !self.error_samples.is_empty() {
             let _ = writeln!(out, "\n  sample errors");
             for e in &self.error_samples {

@@ -55,6 +55,9 @@ async fn chaos_is_invisible_to_clients_and_visible_in_the_report() {
             "no {needle:?} in the timeline\n{summary}"
         );
     }
+    // The proxy's own chaos: the api route's fault policy delayed its share.
+    assert!(report.faults.delayed > 0, "no injected delay\n{summary}");
+    assert!(report.faults.plausible(), "{:?}\n{summary}", report.faults);
     let failed: u64 = report.backends.iter().map(|b| b.failed).sum();
     assert!(failed > 0, "no backend failed a request\n{summary}");
 

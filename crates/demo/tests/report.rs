@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use switchyard_demo::report::{Applied, KindCounts, Latency, RequestKind};
 use switchyard_demo::{
-    BackendReport, ClusterResilience, Decisions, DemoReport, EndpointChange, Protocol, ProxyEvent,
-    Scaling,
+    BackendReport, ClusterResilience, Decisions, DemoReport, EndpointChange, InjectedFaults,
+    Protocol, ProxyEvent, Scaling,
 };
 
 fn report(errors: u64, served: [u64; 2]) -> DemoReport {
@@ -58,6 +58,13 @@ fn report(errors: u64, served: [u64; 2]) -> DemoReport {
         scaling: Vec::new(),
         error_samples: Vec::new(),
         drained: true,
+        faults: InjectedFaults {
+            route: "api".to_owned(),
+            ratio: 0.02,
+            delay: Duration::from_millis(20),
+            delayed: 4,
+            requests: 200,
+        },
     }
 }
 
@@ -303,4 +310,32 @@ fn the_summary_explains_its_columns_and_names_instances_in_words() {
         ["ConsecutiveFailures"]
     );
     assert!(debug_names("gRPC HTTP/1.1 OK FAILED api-2").is_empty());
+}
+
+#[test]
+fn injected_faults_must_match_their_ratio() {
+    let ok = report(0, [100, 100]);
+    assert!(
+        ok.render()
+            .contains("route api delays 2% of requests by 20 ms: 4 of 200 delayed")
+    );
+    // A policy that did not apply, or applied to far more than its share,
+    // breaks the run.
+    for delayed in [0, 60] {
+        let mut bad = report(0, [100, 100]);
+        bad.faults.requests = 2000;
+        bad.faults.delayed = delayed;
+        assert!(!bad.success(), "{delayed}");
+        assert!(
+            bad.render()
+                .contains(&format!("route api delayed {delayed} of 2000 requests")),
+            "{}",
+            bad.render()
+        );
+    }
+    // Binomial noise passes: 2% of 2000 is 40, give or take.
+    let mut noisy = report(0, [100, 100]);
+    noisy.faults.requests = 2000;
+    noisy.faults.delayed = 52;
+    assert!(noisy.success());
 }
