@@ -321,7 +321,7 @@ fn injected_faults_must_match_their_ratio() {
     );
     // A policy that did not apply, or applied to far more than its share,
     // breaks the run.
-    for delayed in [0, 60] {
+    for delayed in [0, 100] {
         let mut bad = report(0, [100, 100]);
         bad.faults.requests = 2000;
         bad.faults.delayed = delayed;
