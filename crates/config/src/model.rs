@@ -504,6 +504,27 @@ pub struct ClusterConfig {
     /// of endpoints are available (healthy, not ejected), balance over all of
     /// them: sending some traffic to doubtful endpoints beats failing it all.
     pub panic_threshold: f64,
+    /// Default `None`: plaintext. When set, every connection to the
+    /// cluster's endpoints (requests, tunnels, TCP, health checks) is TLS,
+    /// verified, never downgraded.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `tls = { ca = "ca.pem", server_name = "api.internal" }` on a cluster:
+/// TLS origination to its endpoints (rustls, TLS 1.2 and 1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// PEM bundle the endpoints' certificates must chain to. Default: the
+    /// system's roots (Debian: the ca-certificates package).
+    pub ca: Option<std::path::PathBuf>,
+    /// The name sent as SNI and that every endpoint's certificate must
+    /// carry; hostname verification is always on. Default: the cluster's
+    /// name.
+    pub server_name: String,
+    /// A client certificate chain and key, for upstreams that require
+    /// mutual TLS; both or neither.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -44,6 +44,9 @@ pub(crate) struct Refs {
     pub(crate) cluster_names: Vec<(String, Site)>,
     /// Cluster names used by routes, splits and tcp/udp listeners.
     pub(crate) cluster_refs: Vec<(String, Site)>,
+    /// Clusters named by udp listeners, and clusters with `tls`.
+    pub(crate) udp_clusters: Vec<(String, Site)>,
+    pub(crate) tls_clusters: Vec<String>,
     pub(crate) listens: Vec<Listen>,
     /// Every route: its listener's name, its index there, and where it is.
     pub(crate) routes: Vec<(String, usize, Site)>,
@@ -55,6 +58,17 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, admin: SocketAddr) {
     unique_names(ctx, "cluster", &refs.cluster_names);
     known_clusters(ctx, refs);
     listen_conflicts(ctx, refs, admin);
+    for (name, site) in &refs.udp_clusters {
+        if refs.tls_clusters.contains(name) {
+            ctx.report(
+                &site.span,
+                &site.path,
+                ErrorKind::Conflict(format!(
+                    "cluster {name} has `tls`, which a udp listener cannot use (DTLS is not supported)"
+                )),
+            );
+        }
+    }
 }
 
 /// Every name after the first use is an error pointing at the duplicate.

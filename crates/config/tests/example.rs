@@ -77,6 +77,7 @@ fn expected() -> Config {
         outlier: None,
         health: None,
         panic_threshold: 0.5,
+        tls: None,
     };
     let api = ClusterConfig {
         name: "api".into(),

@@ -390,3 +390,58 @@ fn tls_needs_both_files_and_an_http_or_tcp_listener() {
     let err = switchyard_config::parse(&udp, "t.toml").unwrap_err();
     assert!(err.to_string().contains("DTLS is not supported"), "{err}");
 }
+
+#[test]
+fn cluster_tls_parses_with_defaults_and_rejects_garbage() {
+    let base = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\ntls = TLS\n";
+    let config = switchyard_config::parse(&base.replace("TLS", "{}"), "t.toml").expect("valid");
+    let tls = config.clusters[0].tls.clone().expect("tls on");
+    assert_eq!(
+        (tls.ca, tls.server_name.as_str(), tls.cert, tls.key),
+        (None, "api", None, None),
+        "system roots and the cluster's name by default"
+    );
+    let unset = base.replace("tls = TLS\n", "");
+    let config = switchyard_config::parse(&unset, "t.toml").expect("valid");
+    assert_eq!(config.clusters[0].tls, None, "plaintext by default");
+
+    let full = base.replace(
+        "TLS",
+        "{ ca = \"ca.pem\", server_name = \"api.internal\", cert = \"c.pem\", key = \"c.key\" }",
+    );
+    let tls = switchyard_config::parse(&full, "t.toml")
+        .expect("valid")
+        .clusters[0]
+        .tls
+        .clone()
+        .unwrap();
+    assert_eq!(tls.server_name, "api.internal");
+    assert_eq!(tls.ca.unwrap().to_str(), Some("ca.pem"));
+
+    for (tls, expected) in [
+        ("{ cert = \"c.pem\" }", "tls.key"),
+        ("{ key = \"c.key\" }", "tls.cert"),
+        ("{ ca = \"\" }", "tls.ca"),
+        ("{ verify = false }", "tls.verify"),
+    ] {
+        let err = switchyard_config::parse(&base.replace("TLS", tls), "t.toml").unwrap_err();
+        let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 1, "{tls}: {lines:#?}");
+        assert!(
+            lines[0].starts_with("t.toml:10:") && lines[0].contains(expected),
+            "{tls}: {}",
+            lines[0]
+        );
+    }
+
+    // A udp listener cannot speak TLS to its cluster.
+    let udp = "[[listeners]]\nname = \"dns\"\nlisten = \"127.0.0.1:5353\"\nprotocol = \"udp\"\ncluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\ntls = {}\n";
+    let err = switchyard_config::parse(udp, "u.toml").unwrap_err();
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("u.toml:5:") && lines[0].contains("DTLS is not supported"),
+        "{}",
+        lines[0]
+    );
+}

@@ -67,6 +67,19 @@ pub enum StartError {
         #[source]
         source: Box<server::tls::TlsError>,
     },
+    #[error("cluster {cluster}: {source}")]
+    ClusterTls {
+        cluster: String,
+        #[source]
+        source: Box<server::tls::TlsError>,
+    },
+}
+
+fn cluster_tls(cluster: &str, source: server::tls::TlsError) -> StartError {
+    StartError::ClusterTls {
+        cluster: cluster.to_owned(),
+        source: Box::new(source),
+    }
 }
 
 enum Bound {
@@ -136,7 +149,8 @@ impl Proxy {
         let mut clusters = HashMap::new();
         let mut discoveries = Vec::new();
         for cc in &config.clusters {
-            let cluster = Arc::new(Cluster::new(cc, metrics.clone()));
+            let cluster =
+                Arc::new(Cluster::new(cc, metrics.clone()).map_err(|e| cluster_tls(&cc.name, e))?);
             let started =
                 discovery::start(cc, cluster.clone(), &discovery_options).map_err(|source| {
                     StartError::Discovery {
@@ -394,8 +408,8 @@ fn tls_acceptor(
 }
 
 /// Every check [`Proxy::bind`] makes before it binds anything, without
-/// binding: the admin token rule, each listener's TLS files and each
-/// cluster's discovery settings. `switchyard check` runs it so that a
+/// binding: the admin token rule, each listener's and cluster's TLS files
+/// and each cluster's discovery settings. `switchyard check` runs it so that a
 /// configuration it passes is one the proxy starts with. Needs a tokio
 /// runtime context (the etcd client is built lazily on one).
 pub fn preflight(config: &Config) -> Vec<StartError> {
@@ -410,6 +424,13 @@ pub fn preflight(config: &Config) -> Vec<StartError> {
         }
     }
     for cc in &config.clusters {
+        if let Some(Err(e)) = cc
+            .tls
+            .as_ref()
+            .map(|t| switchyard_stack::upstream::UpstreamTls::new(t, cc.protocol))
+        {
+            errors.push(cluster_tls(&cc.name, e));
+        }
         if let Err(source) = discovery::source(cc) {
             errors.push(StartError::Discovery {
                 cluster: cc.name.clone(),

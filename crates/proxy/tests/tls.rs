@@ -2,19 +2,29 @@
 //! ALPN and HTTP/1.1 over the same port, the upstream told the scheme, a
 //! client that does not speak TLS dropped and counted, and certificate
 //! problems refused before start; and on TCP listeners, with a rustls
-//! client.
+//! client. TLS origination to a cluster's endpoints, against OpenSSL's own
+//! server: verified by CA and name, health-checked over TLS, failing closed
+//! (never downgraded) on a bad certificate or a plaintext endpoint.
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::{path::Path, process::Command, time::Duration};
 
 use common::{TestProxy, cluster};
-use switchyard_test_support::{Backend, BackendConfig, client::get};
+use switchyard_test_support::{
+    Backend, BackendConfig, ChildGuard, client::get, eventually, wait_for,
+};
 
 /// A certificate for `localhost` and 127.0.0.1 signed by a fresh test CA,
 /// made by the openssl command; `name` prefixes the files. Returns the CA,
 /// the certificate and its key.
 fn certificate(dir: &Path, name: &str) -> (String, String, String) {
+    certificate_for(dir, name, "serverAuth")
+}
+
+/// Like [`certificate`], for the extended key usages `usage` (e.g.
+/// `clientAuth` for a client certificate).
+fn certificate_for(dir: &Path, name: &str, usage: &str) -> (String, String, String) {
     let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
     let (ca, ca_key, cert, key, csr, ext) = (
         file("ca.pem"),
@@ -26,7 +36,7 @@ fn certificate(dir: &Path, name: &str) -> (String, String, String) {
     );
     std::fs::write(
         &ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        format!("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n"),
     )
     .unwrap();
     let ec = [
@@ -305,4 +315,236 @@ async fn rotated_certificate_files_serve_new_handshakes() {
     tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
     let (_, shown) = tls_connect(addr, &ca_b).await.expect("still served");
     assert_eq!(shown, der_of(&cert_b));
+}
+
+/// OpenSSL's own TLS server (`openssl s_server -WWW`), an implementation
+/// independent of rustls, serving the files of `dir` over HTTPS (HTTP/1.0
+/// answers) on a free loopback port.
+/// With `client_ca`, the server requires a client certificate that chains
+/// to it.
+async fn openssl_https(
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> (ChildGuard, std::net::SocketAddr) {
+    let port = switchyard_test_support::free_port();
+    let mut command = tokio::process::Command::new("openssl");
+    command.args(["s_server", "-quiet", "-WWW", "-cert", cert, "-key", key]);
+    if let Some(ca) = client_ca {
+        command.args(["-Verify", "1", "-CAfile", ca]);
+    }
+    let child = command
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_server starts");
+    let guard = ChildGuard::new("openssl s_server", child);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for(
+        Duration::from_secs(10),
+        "openssl s_server to listen",
+        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+    )
+    .await;
+    (guard, addr)
+}
+
+/// The cluster `api`'s health checks with `result` so far.
+fn health_checks(p: &TestProxy, result: &str) -> u64 {
+    let series = format!("switchyard_health_checks_total{{cluster=\"api\",result=\"{result}\"}} ");
+    p.cluster("api")
+        .metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn tls_cluster(addrs: &[std::net::SocketAddr], tls: &str, extra: &str) -> String {
+    common::listener("public", "api", "")
+        + &cluster("api", addrs, &format!("tls = {{ {tls} }}\n{extra}"))
+}
+
+#[tokio::test]
+async fn a_cluster_with_tls_verifies_its_endpoints_and_never_downgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "upstream");
+    let (other_ca, _, _) = certificate(dir.path(), "other");
+    std::fs::write(dir.path().join("hello"), "hello over TLS").unwrap();
+    std::fs::write(dir.path().join("healthz"), "ok").unwrap();
+    let (_server, upstream) = openssl_https(dir.path(), &cert, &key, None).await;
+
+    // Verified against the CA, for the name the certificate carries: the
+    // request goes through and the health check (over TLS too) passes.
+    let health = "health = { http = \"/healthz\", interval = \"300ms\", timeout = \"250ms\", healthy = 1, unhealthy = 1 }";
+    let p = TestProxy::start(&tls_cluster(
+        &[upstream],
+        &format!("ca = \"{ca}\", server_name = \"localhost\""),
+        health,
+    ))
+    .await;
+    let resp = get(p.addr, "/hello").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.body(), "hello over TLS");
+    eventually(Duration::from_secs(5), || async {
+        health_checks(&p, "passed") > 0 && p.cluster("api").snapshot().endpoints[0].available
+    })
+    .await;
+    assert_eq!(health_checks(&p, "failed"), 0);
+    drop(p);
+
+    // A certificate that does not chain to the CA, or does not carry the
+    // name, fails closed: 502 naming the TLS failure, counted.
+    for tls in [
+        format!("ca = \"{other_ca}\", server_name = \"localhost\""),
+        format!("ca = \"{ca}\", server_name = \"api.internal\""),
+    ] {
+        let p = TestProxy::start(&tls_cluster(&[upstream], &tls, "")).await;
+        let resp = get(p.addr, "/hello").await;
+        assert_eq!(resp.status(), 502, "{tls}: {resp:?}");
+        assert_eq!(
+            resp.headers()["x-switchyard-error"],
+            "upstream_tls",
+            "{tls}"
+        );
+        let metrics = p.cluster("api").metrics().render();
+        assert!(
+            metrics.contains("kind=\"upstream_tls\"} 1"),
+            "{tls}: {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("upstream_tls"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    // A plaintext endpoint behind a TLS cluster is a failed handshake,
+    // never a plaintext request; its health check fails the same way.
+    let plain = Backend::start(BackendConfig::new("plaintext")).await;
+    let p = TestProxy::start(&tls_cluster(
+        &[plain.addr()],
+        &format!("ca = \"{ca}\", server_name = \"localhost\""),
+        health,
+    ))
+    .await;
+    let resp = get(p.addr, "/hello").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-switchyard-error"], "upstream_tls");
+    eventually(Duration::from_secs(5), || async {
+        health_checks(&p, "failed") > 0 && !p.cluster("api").snapshot().endpoints[0].available
+    })
+    .await;
+    assert_eq!(
+        plain.requests(),
+        0,
+        "a request reached the plaintext endpoint"
+    );
+}
+
+#[test]
+fn unusable_cluster_tls_settings_are_refused_before_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "a");
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let cases = [
+        (
+            format!("ca = \"{missing}\""),
+            "cannot read the certificate file",
+        ),
+        (format!("ca = \"{key}\""), "holds no PEM certificate"),
+        (
+            format!("ca = \"{ca}\", server_name = \"not a name\""),
+            "neither a DNS name nor an IP address",
+        ),
+        (
+            format!("ca = \"{ca}\", cert = \"{cert}\", key = \"{cert}\""),
+            "cannot read a private key",
+        ),
+        (
+            format!("ca = \"{ca}\", cert = \"{cert}\", key = \"{key}\""),
+            "",
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    for (tls, expected) in cases {
+        let text = tls_cluster(&["127.0.0.1:9".parse().unwrap()], &tls, "");
+        let config = switchyard_config::parse(&text, "tls.toml").expect("valid syntax");
+        let errors: Vec<String> = switchyard_proxy::preflight(&config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if expected.is_empty() {
+            assert!(errors.is_empty(), "{tls}: {errors:?}");
+            continue;
+        }
+        assert_eq!(errors.len(), 1, "{tls}: {errors:?}");
+        assert!(
+            errors[0].starts_with("cluster api: ") && errors[0].contains(expected),
+            "{tls}: {}",
+            errors[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_presents_its_client_certificate_to_an_upstream_that_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "upstream");
+    let (client_ca, client_cert, client_key) = certificate_for(dir.path(), "client", "clientAuth");
+    std::fs::write(dir.path().join("hello"), "hello, verified client").unwrap();
+    let (_server, upstream) = openssl_https(dir.path(), &cert, &key, Some(&client_ca)).await;
+    let server = format!("ca = \"{ca}\", server_name = \"localhost\"");
+
+    // Without a client certificate the upstream refuses the handshake.
+    let p = TestProxy::start(&tls_cluster(&[upstream], &server, "")).await;
+    let resp = get(p.addr, "/hello").await;
+    assert_eq!(resp.status(), 502, "{resp:?}");
+    assert_eq!(resp.headers()["x-switchyard-error"], "upstream_tls");
+    drop(p);
+
+    let with_cert = format!("{server}, cert = \"{client_cert}\", key = \"{client_key}\"");
+    let p = TestProxy::start(&tls_cluster(&[upstream], &with_cert, "")).await;
+    let resp = get(p.addr, "/hello").await;
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert_eq!(resp.body(), "hello, verified client");
+}
+
+#[tokio::test]
+async fn grpc_reaches_a_grpcio_server_over_tls_with_alpn_h2() {
+    use switchyard_test_support::{PyGrpcServer, run_py_grpc_client};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "grpc");
+    // grpcio's own TLS stack, which insists on ALPN h2.
+    let server = PyGrpcServer::start_tls("py-tls", &cert, &key).await;
+    let toml = common::listener("public", "api", "")
+        + &cluster(
+            "api",
+            &[server.addr()],
+            &format!(
+                "protocol = \"http2\"\ntls = {{ ca = \"{ca}\", server_name = \"localhost\" }}"
+            ),
+        );
+    let p = TestProxy::start(&toml).await;
+    // The Python conformance client, plaintext h2c to the proxy: unary and
+    // every streaming kind, and failing calls, end to end over TLS.
+    let summary = run_py_grpc_client(p.addr).await.unwrap_or_else(|err| {
+        panic!(
+            "python client through the proxy: {err}\n{}",
+            server.stderr()
+        )
+    });
+    assert_eq!(summary["ok"], serde_json::json!(true), "{summary:#}");
+    assert_eq!(
+        summary["servers"],
+        serde_json::json!(["py-tls"]),
+        "{summary:#}"
+    );
 }

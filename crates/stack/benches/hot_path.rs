@@ -96,7 +96,10 @@ fn router(source: &str) -> Router {
     let clusters: HashMap<String, Arc<Cluster>> = config
         .clusters
         .iter()
-        .map(|c| (c.name.clone(), Arc::new(Cluster::new(c, metrics.clone()))))
+        .map(|c| {
+            let cluster = Cluster::new(c, metrics.clone()).expect("no TLS files to read");
+            (c.name.clone(), Arc::new(cluster))
+        })
         .collect();
     let listener = &config.listeners[0];
     Router::new(&listener.name, &listener.routes, &clusters, &metrics).expect("routes resolve")

@@ -49,7 +49,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// With `tls`, each client connection first completes a TLS handshake
 /// (within [`TLS_HANDSHAKE_TIMEOUT`]) and the decrypted bytes are spliced to
-/// the endpoint; the upstream connection is plaintext.
+/// the endpoint (over the cluster's own TLS when it has `tls`, else in
+/// plaintext).
 pub async fn serve_tcp(
     listener: TcpListener,
     cluster: Arc<Cluster>,

@@ -27,7 +27,7 @@
 //! let client = switchyard::Client::builder(&config.clusters[0])
 //!     .timeout(std::time::Duration::from_secs(2))
 //!     .retry(switchyard::config::RetryPolicy::default())
-//!     .build();
+//!     .build()?;
 //! let req = http::Request::get("/users/7").body(switchyard::Body::empty())?;
 //! let resp = client.send(req).await?;
 //! println!("{}", resp.status());
@@ -64,7 +64,7 @@ pub use switchyard_discovery as discovery;
 pub use switchyard_proxy as proxy;
 pub use switchyard_registry::client as registry;
 pub use switchyard_stack as stack;
-pub use switchyard_stack::{Body, ErrorKind, ProxyError, body::BoxError};
+pub use switchyard_stack::{Body, ErrorKind, ProxyError, body::BoxError, server::tls::TlsError};
 
 use switchyard_config::{ClusterConfig, Discovery, HedgePolicy, RetryPolicy, RouteConfig};
 use switchyard_stack::{
@@ -158,10 +158,11 @@ impl ClientBuilder<'_> {
 
     /// A client for the cluster. With static discovery it starts with the
     /// configured endpoints; other sources start empty until
-    /// [`Client::update`] fills them.
-    pub fn build(self) -> Client {
+    /// [`Client::update`] fills them. Fails only when the cluster's `tls`
+    /// files cannot be used.
+    pub fn build(self) -> Result<Client, TlsError> {
         let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
-        let cluster = Arc::new(Cluster::new(self.config, metrics));
+        let cluster = Arc::new(Cluster::new(self.config, metrics)?);
         if let Discovery::Static(eps) = &self.config.discovery {
             let specs: Vec<EndpointSpec> = eps
                 .iter()
@@ -179,16 +180,16 @@ impl ClientBuilder<'_> {
             self.retry,
             self.hedge,
         );
-        Client {
+        Ok(Client {
             inner: Arc::new(Inner { cluster, policy }),
-        }
+        })
     }
 }
 
 impl Client {
     /// A client with a route's default policy (no retries); see
     /// [`Client::builder`] for more.
-    pub fn new(config: &ClusterConfig) -> Self {
+    pub fn new(config: &ClusterConfig) -> Result<Self, TlsError> {
         Self::builder(config).build()
     }
 

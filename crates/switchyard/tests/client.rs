@@ -22,7 +22,7 @@ async fn client_balances_and_classifies_errors() {
         "client.toml",
     )
     .unwrap();
-    let client = Client::new(&config.clusters[0]);
+    let client = Client::new(&config.clusters[0]).unwrap();
     for _ in 0..10 {
         let req = http::Request::get("/x").body(Body::empty()).unwrap();
         let resp = client.send(req).await.unwrap();
@@ -91,7 +91,8 @@ async fn retries_carry_a_streamed_body_to_another_endpoint() {
     let config = cluster_config("", &[broken, good.addr()]);
     let client = Client::builder(&config)
         .retry(switchyard::config::RetryPolicy::default())
-        .build();
+        .build()
+        .unwrap();
     for i in 0..6 {
         // A body the library has to stream (no known length), as tonic's
         // and axum's bodies are.
@@ -116,7 +117,7 @@ async fn retries_carry_a_streamed_body_to_another_endpoint() {
     );
 
     // Without a retry policy the same failure reaches the caller, typed.
-    let once = Client::new(&cluster_config("", &[broken]));
+    let once = Client::new(&cluster_config("", &[broken])).unwrap();
     let req = http::Request::put("/echo").body(Body::full("x")).unwrap();
     let err = once.send(req).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UpstreamReset);
@@ -133,7 +134,7 @@ async fn a_hung_endpoint_costs_a_per_try_timeout_and_the_call_its_deadline() {
     };
     // The per-try timeout moves the request to the healthy endpoint.
     let config = cluster_config("", &[hung.addr(), good.addr()]);
-    let client = Client::builder(&config).retry(policy).build();
+    let client = Client::builder(&config).retry(policy).build().unwrap();
     for _ in 0..4 {
         let started = Instant::now();
         let resp = client
@@ -151,7 +152,8 @@ async fn a_hung_endpoint_costs_a_per_try_timeout_and_the_call_its_deadline() {
     // With only the hung endpoint, the head timeout ends the call.
     let alone = Client::builder(&cluster_config("", &[hung.addr()]))
         .timeout(Duration::from_millis(300))
-        .build();
+        .build()
+        .unwrap();
     let started = Instant::now();
     let err = alone
         .send(http::Request::get("/x").body(Body::empty()).unwrap())
@@ -204,7 +206,7 @@ async fn the_client_is_a_tower_service() {
     use tower::ServiceExt;
 
     let a = Backend::start(BackendConfig::new("a")).await;
-    let client = Client::new(&cluster_config("", &[a.addr()]));
+    let client = Client::new(&cluster_config("", &[a.addr()])).unwrap();
     let req = http::Request::post("/echo")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             b"via tower",
@@ -228,7 +230,8 @@ async fn tonic_clients_get_retries_deadlines_and_grpc_statuses() {
     let config = cluster_config("protocol = \"http2\"\n", &[failing.addr(), good.addr()]);
     let client = Client::builder(&config)
         .retry(switchyard::config::RetryPolicy::default())
-        .build();
+        .build()
+        .unwrap();
     let mut echo = EchoClient::new(client.grpc());
     for i in 0..8 {
         let mut req = tonic::Request::new(EchoRequest {
@@ -266,7 +269,7 @@ async fn tonic_clients_get_retries_deadlines_and_grpc_statuses() {
 
     // Without retries the status reaches the tonic caller as it is, and a
     // cluster with no endpoint answers UNAVAILABLE, not UNKNOWN.
-    let once = Client::new(&cluster_config("protocol = \"http2\"\n", &[failing.addr()]));
+    let once = Client::new(&cluster_config("protocol = \"http2\"\n", &[failing.addr()])).unwrap();
     let status = EchoClient::new(once.grpc())
         .unary(EchoRequest::default())
         .await

@@ -31,6 +31,8 @@ def main():
     parser.add_argument("--name", default="py-grpc", help="reported in EchoReply.server")
     parser.add_argument("--proto-root", default=echo_stubs.PROTO_ROOT)
     parser.add_argument("--fail-code", type=int, default=0, help="fail every call with this code")
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain")
+    parser.add_argument("--tls-key", help="and this PEM private key")
     args = parser.parse_args()
 
     echo_pb2, echo_pb2_grpc = echo_stubs.load(args.proto_root)
@@ -88,7 +90,12 @@ def main():
         futures.ThreadPoolExecutor(max_workers=64), options=echo_stubs.CHANNEL_OPTIONS
     )
     echo_pb2_grpc.add_EchoServicer_to_server(Echo(), server)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    if args.tls_cert:
+        with open(args.tls_cert, "rb") as cert, open(args.tls_key, "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port(f"{args.host}:{args.port}", credentials)
+    else:
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         print(f"could not bind {args.host}:{args.port}", file=sys.stderr, flush=True)
         sys.exit(1)

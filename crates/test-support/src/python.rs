@@ -263,6 +263,12 @@ impl PyGrpcServer {
         Self::start_with(name, 0, &["--fail-code", &code.to_string()]).await
     }
 
+    /// Starts a server that speaks gRPC over TLS (grpcio's own TLS stack)
+    /// with this PEM certificate chain and key.
+    pub async fn start_tls(name: &str, cert: &str, key: &str) -> PyGrpcServer {
+        Self::start_with(name, 0, &["--tls-cert", cert, "--tls-key", key]).await
+    }
+
     async fn start_with(name: &str, port: u16, extra: &[&str]) -> PyGrpcServer {
         let python = venv_python_async().await;
         let mut child = script_command(&python, "grpc_echo_server.py")

@@ -6,6 +6,7 @@ use crate::error::ErrorKind;
 use crate::model::{
     BalanceStrategy, ClusterConfig, Discovery, DnsDiscovery, DnsLookup, HashOn, HealthCheck,
     HealthCheckKind, Limits, OutlierPolicy, RetryBudget, StaticEndpoint, UpstreamProtocol,
+    UpstreamTls,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Refs, Site, unique_names};
@@ -24,7 +25,9 @@ const CLUSTER_KEYS: &[&str] = &[
     "outlier",
     "health",
     "panic_threshold",
+    "tls",
 ];
+const TLS_KEYS: &[&str] = &["ca", "server_name", "cert", "key"];
 const DISCOVERY_KEYS: &[&str] = &["static", "registry", "dns", "etcd"];
 const ENDPOINT_KEYS: &[&str] = &["address", "weight"];
 const REGISTRY_KEYS: &[&str] = &["url", "service"];
@@ -115,6 +118,12 @@ pub(super) fn cluster(
     let limits = t.opt(ctx, "limits", |f, c| f.table(c, LIMIT_KEYS));
     let outlier = t.opt(ctx, "outlier", |f, c| f.table(c, OUTLIER_KEYS));
     let health = t.opt(ctx, "health", |f, c| f.table(c, HEALTH_KEYS));
+    let tls = t
+        .opt(ctx, "tls", |f, c| f.table(c, TLS_KEYS))
+        .and_then(|table| upstream_tls(ctx, &table, name.as_deref().unwrap_or_default()));
+    if let (Some(_), Some(name)) = (&tls, &name) {
+        refs.tls_clusters.push(name.clone());
+    }
     Some(ClusterConfig {
         name: name.unwrap_or_default(),
         discovery: discovery.unwrap_or(Discovery::Static(Vec::new())),
@@ -139,6 +148,35 @@ pub(super) fn cluster(
         panic_threshold: t
             .opt(ctx, "panic_threshold", |f, c| f.float_in(c, 0.0, 1.0))
             .unwrap_or(0.5),
+        tls,
+    })
+}
+
+fn upstream_tls(ctx: &mut Ctx<'_>, t: &Table<'_, '_>, cluster: &str) -> Option<UpstreamTls> {
+    let file = |ctx: &mut Ctx<'_>, key: &str| {
+        t.opt(ctx, key, |f, c| {
+            f.non_empty_str(c).map(std::path::PathBuf::from)
+        })
+    };
+    let ca = file(ctx, "ca");
+    let cert = file(ctx, "cert");
+    let key = file(ctx, "key");
+    let server_name = t
+        .opt(ctx, "server_name", |f, c| {
+            f.non_empty_str(c).map(str::to_owned)
+        })
+        .unwrap_or_else(|| cluster.to_owned());
+    // A client certificate needs both halves.
+    match (&cert, &key) {
+        (Some(_), None) => t.missing(ctx, "key"),
+        (None, Some(_)) => t.missing(ctx, "cert"),
+        _ => {}
+    }
+    Some(UpstreamTls {
+        ca,
+        server_name,
+        cert,
+        key,
     })
 }
 

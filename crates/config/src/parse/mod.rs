@@ -270,6 +270,9 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
             let cluster = f.str(ctx).map(str::to_owned);
             if let Some(cluster) = &cluster {
                 refs.cluster_refs.push((cluster.clone(), Site::of(&f)));
+                if is(ListenerProtocol::Udp) {
+                    refs.udp_clusters.push((cluster.clone(), Site::of(&f)));
+                }
             }
             cluster
         }

@@ -397,7 +397,11 @@ pub fn retry_reason(
     match res {
         Err(e) => match e.kind() {
             // Never reached the upstream: safe for every method.
-            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => on(RetryOn::ConnectFailure),
+            // A failed TLS handshake is a failed connect: no request byte
+            // went out, and another endpoint's certificate may be fine.
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls => {
+                on(RetryOn::ConnectFailure)
+            }
             ErrorKind::RefusedStream => on(RetryOn::RefusedStream),
             ErrorKind::UpstreamReset if safe => on(RetryOn::Reset),
             ErrorKind::UpstreamProtocol | ErrorKind::Timeout if safe => on(RetryOn::Status5xx)

@@ -13,13 +13,13 @@ use hyper::{body::Incoming, client::conn::http1};
 use switchyard_balance::{InFlight, Target};
 use switchyard_policy::{Permit, outlier::Outcome};
 use switchyard_telemetry::Decision;
-use tokio::{net::TcpStream, time::Instant};
+use tokio::time::Instant;
 
 use super::{Cluster, Endpoint, FAILURE_PENALTY, is_failure};
 use crate::{
     body::Body,
     error::{ErrorKind, ProxyError},
-    upstream::{ConnectionLease, connect},
+    upstream::{ConnectionLease, UpstreamIo, open},
 };
 
 /// Endpoints tried per connection.
@@ -31,7 +31,7 @@ pub const CONNECT_ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct TcpUpstream {
     pub endpoint: Arc<Endpoint>,
-    pub stream: TcpStream,
+    pub stream: UpstreamIo,
     _permit: Permit,
     _in_flight: InFlight,
 }
@@ -77,7 +77,8 @@ impl Cluster {
         loop {
             let endpoint = self.pick(hash, &tried)?;
             let started = Instant::now();
-            match connect(endpoint.addr(), self.connect_timeout()).await {
+            let tls = self.settings.tls.as_ref();
+            match open(endpoint.addr(), self.connect_timeout(), tls).await {
                 Ok(stream) => {
                     self.record(&endpoint, Outcome::Success);
                     endpoint.count_connection();

@@ -1,19 +1,27 @@
 //! Active health checks: HTTP (path and expected statuses), gRPC
 //! (`grpc.health.v1.Health/Check`) and TCP connect, every `interval` with
-//! ±10% jitter so that a fleet of proxies does not probe in lockstep.
+//! ±10% jitter so that a fleet of proxies does not probe in lockstep. A
+//! check connects as requests do, with the cluster's TLS when it has one.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use futures_util::future::join_all;
 use http::{Request, header::HOST};
-use hyper::client::conn::{http1, http2};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_balance::Target;
 use switchyard_config::{HealthCheck, HealthCheckKind, UpstreamProtocol};
 use tracing::debug;
 
 use super::Cluster;
-use crate::{body::Body, drain, upstream::connect};
+use crate::{
+    body::Body,
+    drain,
+    upstream::{UpstreamIo, open},
+};
 
 /// Checks every endpoint of `cluster` until `watch` signals draining.
 pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
@@ -23,12 +31,7 @@ pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
     let counted = cluster.metrics.health_checks(cluster.name());
     loop {
         let endpoints = cluster.endpoints();
-        let results = join_all(
-            endpoints
-                .iter()
-                .map(|ep| check(ep.addr(), cluster.name(), cluster.protocol(), &hc)),
-        )
-        .await;
+        let results = join_all(endpoints.iter().map(|ep| check(ep.addr(), &cluster, &hc))).await;
         for (ep, ok) in endpoints.iter().zip(results) {
             counted.record(ok);
             if let Some(t) = ep.health().record_check(ok, hc.healthy, hc.unhealthy) {
@@ -43,50 +46,61 @@ pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
     }
 }
 
-/// One check of one endpoint; `true` when healthy.
-pub async fn check(
-    addr: SocketAddr,
-    cluster: &str,
-    protocol: UpstreamProtocol,
-    hc: &HealthCheck,
-) -> bool {
+/// One check of one endpoint; `true` when healthy. Checks connect as
+/// requests do: over the cluster's TLS when it has `tls`.
+pub async fn check(addr: SocketAddr, cluster: &Cluster, hc: &HealthCheck) -> bool {
+    let name = cluster.name();
+    let tls = cluster.settings.tls.as_ref();
     let result = tokio::time::timeout(hc.timeout, async {
+        let io = open(addr, hc.timeout, tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let origin = || {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{name}")
+        };
         match &hc.kind {
-            HealthCheckKind::Tcp => connect(addr, hc.timeout)
-                .await
-                .map(|_| true)
-                .map_err(|e| e.to_string()),
+            HealthCheckKind::Tcp => Ok(true),
             HealthCheckKind::Http {
                 path,
                 expected_statuses,
-            } => http_check(addr, cluster, protocol, path, expected_statuses, hc.timeout).await,
-            HealthCheckKind::Grpc { service } => grpc_check(addr, service, hc.timeout).await,
+            } => {
+                http_check(
+                    io,
+                    name,
+                    cluster.protocol(),
+                    &origin(),
+                    path,
+                    expected_statuses,
+                )
+                .await
+            }
+            HealthCheckKind::Grpc { service } => grpc_check(io, &origin(), service).await,
         }
     })
     .await;
     match result {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
-            debug!(%addr, cluster, error = %e, "health check failed");
+            debug!(%addr, cluster = name, error = %e, "health check failed");
             false
         }
         Err(_) => {
-            debug!(%addr, cluster, "health check timed out");
+            debug!(%addr, cluster = name, "health check timed out");
             false
         }
     }
 }
 
 async fn http_check(
-    addr: SocketAddr,
+    io: UpstreamIo,
     cluster: &str,
     protocol: UpstreamProtocol,
+    origin: &str,
     path: &str,
     expected: &[u16],
-    timeout: Duration,
 ) -> Result<bool, String> {
-    let stream = connect(addr, timeout).await.map_err(|e| e.to_string())?;
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(io);
     let status = match protocol {
         UpstreamProtocol::Http1 => {
             let (mut tx, conn) = http1::handshake(io).await.map_err(|e| e.to_string())?;
@@ -106,7 +120,7 @@ async fn http_check(
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let req = Request::get(format!("http://{cluster}{path}"))
+            let req = Request::get(format!("{origin}{path}"))
                 .header("user-agent", "switchyard-health")
                 .body(Body::empty())
                 .map_err(|e| e.to_string())?;
@@ -123,21 +137,48 @@ async fn http_check(
     })
 }
 
-async fn grpc_check(addr: SocketAddr, service: &str, timeout: Duration) -> Result<bool, String> {
+/// `grpc.health.v1.Health/Check` with tonic's generated client, over an
+/// HTTP/2 connection the check opened itself (so that it is TLS when the
+/// cluster's is).
+async fn grpc_check(io: UpstreamIo, origin: &str, service: &str) -> Result<bool, String> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(timeout)
-        .connect()
+    let (tx, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
-    let resp = HealthClient::new(channel)
+    tokio::spawn(conn);
+    let origin = http::Uri::try_from(origin).map_err(|e| e.to_string())?;
+    let resp = HealthClient::with_origin(H2(tx), origin)
         .check(HealthCheckRequest {
             service: service.to_owned(),
         })
         .await
         .map_err(|e| e.to_string())?;
     Ok(resp.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// A hyper HTTP/2 connection as the service tonic's clients call.
+#[derive(Clone)]
+struct H2(http2::SendRequest<tonic::body::Body>);
+
+type H2Future = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, hyper::Error>> + Send>,
+>;
+
+impl tower::Service<Request<tonic::body::Body>> for H2 {
+    type Response = http::Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = H2Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> H2Future {
+        Box::pin(self.0.send_request(req))
+    }
 }

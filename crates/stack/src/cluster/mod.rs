@@ -33,7 +33,8 @@ pub use endpoint::{Endpoint, L4Stats};
 use crate::{
     body::Body,
     error::{ErrorKind, ProxyError},
-    upstream::{PoolSettings, ResponseGuard},
+    server::tls::TlsError,
+    upstream::{PoolSettings, ResponseGuard, UpstreamTls},
 };
 
 /// How long latency samples count towards hedging percentiles.
@@ -103,22 +104,30 @@ impl EndpointSpec {
 }
 
 impl Cluster {
-    pub fn new(config: &ClusterConfig, metrics: Arc<Metrics>) -> Self {
-        let settings = Arc::new(PoolSettings::new(
+    /// Builds the cluster, reading its TLS files when it has `tls`; fails
+    /// only when they cannot be used.
+    pub fn new(config: &ClusterConfig, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let mut settings = PoolSettings::new(
             config.protocol,
             config.connect_timeout,
             config.idle_timeout,
             config.max_idle_per_endpoint,
             config.limits.max_connections,
             config.limits.max_pending,
-        ));
+        );
+        settings.tls = config
+            .tls
+            .as_ref()
+            .map(|tls| UpstreamTls::new(tls, config.protocol))
+            .transpose()?;
+        let settings = Arc::new(settings);
         let balancer = Balancer::new(BalancerConfig {
             strategy: strategy(config.balance),
             panic_threshold: config.panic_threshold,
             ..BalancerConfig::default()
         });
         let rb = &config.retry_budget;
-        Self {
+        Ok(Self {
             name: Arc::from(config.name.as_str()),
             balancer,
             settings,
@@ -144,7 +153,7 @@ impl Cluster {
             latency: LatencyWindow::new(LATENCY_PERIOD),
             members: Mutex::new(HashMap::new()),
             l4: AtomicU8::new(0),
-        }
+        })
     }
 
     /// Records that a tcp or udp listener uses this cluster: `/clusters`
@@ -675,7 +684,7 @@ mod tests {
             "test.toml",
         )
         .expect("valid config");
-        Cluster::new(&config.clusters[0], metrics.clone())
+        Cluster::new(&config.clusters[0], metrics.clone()).expect("no TLS files to read")
     }
 
     fn spec(port: u16) -> EndpointSpec {

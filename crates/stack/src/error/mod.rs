@@ -27,6 +27,9 @@ pub enum ErrorKind {
     ConnectFailed,
     /// The TCP connection to the upstream did not complete in time.
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed: its certificate did not
+    /// verify (chain, name, expiry) or it does not speak TLS.
+    UpstreamTls,
     /// The upstream refused the stream before processing it (HTTP/2
     /// `REFUSED_STREAM`, or `GOAWAY` with the stream above the last id).
     RefusedStream,
@@ -66,6 +69,7 @@ impl ErrorKind {
             ErrorKind::NoEndpoints => "no_endpoints",
             ErrorKind::ConnectFailed => "connect_failed",
             ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::UpstreamTls => "upstream_tls",
             ErrorKind::RefusedStream => "refused_stream",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::UpstreamProtocol => "upstream_protocol",
@@ -82,12 +86,13 @@ impl ErrorKind {
     }
 
     /// All kinds, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidRequest,
         ErrorKind::NoRoute,
         ErrorKind::NoEndpoints,
         ErrorKind::ConnectFailed,
         ErrorKind::ConnectTimeout,
+        ErrorKind::UpstreamTls,
         ErrorKind::RefusedStream,
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamProtocol,
@@ -116,6 +121,7 @@ impl ErrorKind {
             ErrorKind::NoEndpoints
                 | ErrorKind::ConnectFailed
                 | ErrorKind::ConnectTimeout
+                | ErrorKind::UpstreamTls
                 | ErrorKind::RefusedStream
                 | ErrorKind::Overloaded
         )
@@ -128,6 +134,7 @@ impl ErrorKind {
             self,
             ErrorKind::ConnectFailed
                 | ErrorKind::ConnectTimeout
+                | ErrorKind::UpstreamTls
                 | ErrorKind::UpstreamReset
                 | ErrorKind::UpstreamProtocol
                 | ErrorKind::Timeout
@@ -143,6 +150,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NoEndpoints => "no healthy endpoint available",
             ErrorKind::ConnectFailed => "upstream connect failed",
             ErrorKind::ConnectTimeout => "upstream connect timed out",
+            ErrorKind::UpstreamTls => "upstream TLS handshake failed",
             ErrorKind::RefusedStream => "upstream refused the stream",
             ErrorKind::UpstreamReset => "upstream connection reset",
             ErrorKind::UpstreamProtocol => "upstream sent an invalid response",
@@ -221,6 +229,13 @@ fn classify_hyper(err: &hyper::Error) -> ErrorKind {
         // Our own request body failed on the client's side.
         return ErrorKind::DownstreamBody;
     }
+    if tls_failure(err) {
+        // In TLS 1.3 a server checks the client's certificate after the
+        // client has finished its side of the handshake, so its refusal
+        // arrives as an alert on the first read. The server never accepted
+        // the connection: nothing was processed.
+        return ErrorKind::UpstreamTls;
+    }
     if let Some(h2) = find_source::<h2::Error>(err) {
         if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
             return ErrorKind::RefusedStream;
@@ -246,6 +261,28 @@ fn classify_hyper(err: &hyper::Error) -> ErrorKind {
         // connection went away under the request.
         ErrorKind::UpstreamReset
     }
+}
+
+/// Whether a TLS error (wrapped in an I/O error, as TLS streams report
+/// them) is in the cause chain.
+fn tls_failure(err: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            // `io::Error::source` skips the wrapped error itself.
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Walks the cause chain looking for an error of type `E`.

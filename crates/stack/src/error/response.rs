@@ -24,6 +24,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         }
         ErrorKind::ConnectFailed
         | ErrorKind::ConnectTimeout
+        | ErrorKind::UpstreamTls
         | ErrorKind::UpstreamReset
         | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
         ErrorKind::Timeout | ErrorKind::DeadlineExpired => StatusCode::GATEWAY_TIMEOUT,
@@ -53,6 +54,7 @@ pub fn grpc_status(kind: ErrorKind) -> u8 {
         ErrorKind::NoEndpoints
         | ErrorKind::ConnectFailed
         | ErrorKind::ConnectTimeout
+        | ErrorKind::UpstreamTls
         | ErrorKind::RefusedStream
         | ErrorKind::UpstreamReset
         | ErrorKind::UpstreamProtocol => UNAVAILABLE,

@@ -31,7 +31,7 @@ use switchyard_config::ListenerTls;
 pub use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-/// Why a listener's TLS settings cannot be used.
+/// Why a listener's or a cluster's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the certificate file {path}: {source}")]
@@ -52,6 +52,14 @@ pub enum TlsError {
         key: String,
         source: rustls::Error,
     },
+    #[error("a certificate in the CA file {path} cannot be used: {source}")]
+    Ca { path: String, source: rustls::Error },
+    #[error("no usable root certificate in the system's store (set `ca`): {}", errors.join("; "))]
+    NoSystemRoots { errors: Vec<String> },
+    #[error("`server_name` {name:?} is neither a DNS name nor an IP address")]
+    ServerName { name: String },
+    #[error("TLS client settings: {0}")]
+    Client(rustls::Error),
 }
 
 /// How often a handshake may look for rotated certificate files.
@@ -151,7 +159,7 @@ fn stamps(tls: &ListenerTls) -> Stamps {
     (modified(&tls.cert), modified(&tls.key))
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|source| TlsError::Cert {
@@ -164,6 +172,6 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn shown(path: &Path) -> String {
+pub(crate) fn shown(path: &Path) -> String {
     path.display().to_string()
 }

@@ -23,7 +23,7 @@ use switchyard_policy::{Limit, Permit};
 use tokio::{sync::Notify, time::Instant};
 use tracing::debug;
 
-use super::connect;
+use super::{io::open, tls::UpstreamTls};
 use crate::{
     body::Body,
     error::{ErrorKind, ProxyError},
@@ -43,6 +43,8 @@ pub struct PoolSettings {
     /// Woken whenever a connection becomes idle or closes, for pending
     /// requests.
     pub released: Arc<Notify>,
+    /// TLS to the endpoints, when the cluster has `tls`.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl PoolSettings {
@@ -62,6 +64,7 @@ impl PoolSettings {
             connections: Limit::new(max_connections),
             pending: Limit::new(max_pending),
             released: Arc::new(Notify::new()),
+            tls: None,
         }
     }
 }
@@ -227,7 +230,12 @@ impl Pool {
             .try_acquire()
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
-        let stream = connect(addr, self.inner.settings.connect_timeout).await?;
+        let stream = open(
+            addr,
+            self.inner.settings.connect_timeout,
+            self.inner.settings.tls.as_ref(),
+        )
+        .await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -250,7 +258,12 @@ impl Pool {
 
     async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {
         let addr = self.inner.addr;
-        let stream = connect(addr, self.inner.settings.connect_timeout).await?;
+        let stream = open(
+            addr,
+            self.inner.settings.connect_timeout,
+            self.inner.settings.tls.as_ref(),
+        )
+        .await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -285,7 +298,12 @@ impl Pool {
             .try_acquire()
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
-        let stream = connect(addr, self.inner.settings.connect_timeout).await?;
+        let stream = open(
+            addr,
+            self.inner.settings.connect_timeout,
+            self.inner.settings.tls.as_ref(),
+        )
+        .await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Grow windows with the bandwidth-delay product so that large
