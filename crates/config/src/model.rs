@@ -181,6 +181,10 @@ pub struct ListenerConfig {
     /// HTTP and TCP listeners: TLS termination when set (default:
     /// plaintext; HTTP listeners then serve HTTP/1.1 and h2c on one port).
     pub tls: Option<ListenerTls>,
+    /// HTTP and TCP listeners: read a PROXY protocol header (v1 or v2) from
+    /// these sources (default: none), whose address for the client then
+    /// replaces theirs.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// TCP listeners: idle timeout of a proxied connection.
     /// Default 1h: long-lived connections (databases, caches) are the norm for
     /// TCP; the limit only reclaims connections whose peers vanished silently.
@@ -201,6 +205,16 @@ pub struct ListenerTls {
     pub cert: std::path::PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: std::path::PathBuf,
+}
+
+/// `proxy_protocol = { trusted = ["10.0.0.0/8"] }`: the load balancers in
+/// front of a listener that announce each client with HAProxy's PROXY
+/// protocol. A connection from a trusted source must start with a header;
+/// connections from anywhere else are served as they come.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProxyProtocol {
+    /// Networks (`10.0.0.0/8`) or single addresses (`127.0.0.1`).
+    pub trusted: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

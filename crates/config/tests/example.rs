@@ -49,6 +49,7 @@ fn expected() -> Config {
         cluster: None,
         http: HttpServerConfig::default(),
         tls: None,
+        proxy_protocol: None,
         tcp_idle_timeout: Duration::from_secs(3600),
         udp_session_timeout: Duration::from_secs(60),
     };

@@ -445,3 +445,46 @@ fn cluster_tls_parses_with_defaults_and_rejects_garbage() {
         lines[0]
     );
 }
+
+#[test]
+fn proxy_protocol_takes_networks_and_addresses() {
+    let base = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8080\"\nproxy_protocol = PP\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let ok = base.replace(
+        "PP",
+        "{ trusted = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\"] }",
+    );
+    let config = switchyard_config::parse(&ok, "p.toml").expect("valid");
+    let trusted: Vec<String> = config.listeners[0]
+        .proxy_protocol
+        .as_ref()
+        .expect("on")
+        .trusted
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+    let off = base.replace("proxy_protocol = PP\n", "");
+    let config = switchyard_config::parse(&off, "p.toml").expect("valid");
+    assert_eq!(config.listeners[0].proxy_protocol, None, "off by default");
+
+    for (pp, expected) in [
+        ("{ trusted = [\"10.0.0.0/33\"] }", "proxy_protocol.trusted"),
+        ("{ trusted = [\"lb.internal\"] }", "proxy_protocol.trusted"),
+        ("{}", "trusted"),
+    ] {
+        let err = switchyard_config::parse(&base.replace("PP", pp), "p.toml").unwrap_err();
+        let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 1, "{pp}: {lines:#?}");
+        assert!(
+            lines[0].starts_with("p.toml:4:") && lines[0].contains(expected),
+            "{pp}: {}",
+            lines[0]
+        );
+    }
+    let udp = "[[listeners]]\nname = \"dns\"\nlisten = \"127.0.0.1:5353\"\nprotocol = \"udp\"\ncluster = \"api\"\nproxy_protocol = { trusted = [\"10.0.0.0/8\"] }\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let err = switchyard_config::parse(udp, "u.toml").unwrap_err();
+    assert!(err.iter().any(|e| {
+        e.to_string()
+            .contains("`proxy_protocol` applies to http and tcp listeners")
+    }));
+}

@@ -22,7 +22,8 @@ use switchyard_stack::{
     error::ErrorKind,
     proxy::HttpProxy,
     route::Router,
-    server, tcp, udp,
+    server::{self, proxy_protocol::Trusted},
+    tcp, udp,
 };
 use switchyard_telemetry::Metrics;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -75,6 +76,13 @@ pub enum StartError {
     },
 }
 
+/// The sources a listener reads PROXY protocol headers from.
+fn trusted(lc: &switchyard_config::ListenerConfig) -> Option<Trusted> {
+    lc.proxy_protocol
+        .as_ref()
+        .map(|p| Trusted::new(p.trusted.clone()))
+}
+
 fn cluster_tls(cluster: &str, source: server::tls::TlsError) -> StartError {
     StartError::ClusterTls {
         cluster: cluster.to_owned(),
@@ -88,9 +96,11 @@ enum Bound {
         proxy: Arc<HttpProxy>,
         cfg: switchyard_config::HttpServerConfig,
         tls: Option<server::tls::TlsAcceptor>,
+        trusted: Option<Trusted>,
     },
     Tcp {
         listener: TcpListener,
+        trusted: Option<Trusted>,
         cluster: Arc<Cluster>,
         idle: Duration,
         tls: Option<server::tls::TlsAcceptor>,
@@ -203,6 +213,7 @@ impl Proxy {
                         proxy: Arc::new(proxy),
                         cfg: lc.http.clone(),
                         tls,
+                        trusted: trusted(lc),
                     }
                 }
                 ListenerProtocol::Tcp | ListenerProtocol::Udp => {
@@ -233,6 +244,7 @@ impl Proxy {
                             cluster,
                             idle: lc.tcp_idle_timeout,
                             tls,
+                            trusted: trusted(lc),
                         }
                     } else {
                         Bound::Udp {
@@ -321,18 +333,22 @@ impl Proxy {
                     proxy,
                     cfg,
                     tls,
+                    trusted,
                 } => {
-                    info!(listener = %name, %addr, tls = tls.is_some(), "serving http");
-                    tasks.spawn(server::serve_http(listener, proxy, cfg, tls, watch));
+                    info!(listener = %name, %addr, tls = tls.is_some(), proxy_protocol = trusted.is_some(), "serving http");
+                    tasks.spawn(server::serve_http(
+                        listener, proxy, cfg, tls, trusted, watch,
+                    ));
                 }
                 Bound::Tcp {
                     listener,
                     cluster,
                     idle,
                     tls,
+                    trusted,
                 } => {
-                    info!(listener = %name, %addr, cluster = cluster.name(), tls = tls.is_some(), "serving tcp");
-                    tasks.spawn(tcp::serve_tcp(listener, cluster, idle, tls, watch));
+                    info!(listener = %name, %addr, cluster = cluster.name(), tls = tls.is_some(), proxy_protocol = trusted.is_some(), "serving tcp");
+                    tasks.spawn(tcp::serve_tcp(listener, cluster, idle, tls, trusted, watch));
                 }
                 Bound::Udp {
                     socket,

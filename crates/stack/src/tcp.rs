@@ -36,7 +36,10 @@ use crate::{
     cluster::{Cluster, L4Protocol, L4Stats},
     drain,
     error::ProxyError,
-    server::tls::TlsAcceptor,
+    server::{
+        proxy_protocol::{Trusted, client_address},
+        tls::TlsAcceptor,
+    },
 };
 
 /// A TCP listener has no request head to time; a TLS client gets this long
@@ -56,6 +59,7 @@ pub async fn serve_tcp(
     cluster: Arc<Cluster>,
     idle_timeout: Duration,
     tls: Option<TlsAcceptor>,
+    trusted: Option<Trusted>,
     mut watch: drain::Watch,
 ) {
     // Normally done when the listener was built; idempotent.
@@ -81,8 +85,21 @@ pub async fn serve_tcp(
         let cluster = cluster.clone();
         let watch = watch.clone();
         let tls = tls.clone();
+        let trusted = trusted.clone();
         conns.spawn(async move {
+            let mut stream = stream;
             let _ = stream.set_nodelay(true);
+            // A load balancer's PROXY header comes first, before TLS.
+            let peer =
+                match client_address(&mut stream, peer, trusted.as_ref(), TLS_HANDSHAKE_TIMEOUT)
+                    .await
+                {
+                    Ok(client) => client,
+                    Err(e) => {
+                        debug!(%peer, error = %e, "connection refused: PROXY protocol header");
+                        return;
+                    }
+                };
             let done = match tls {
                 None => proxy_connection(stream, peer, &cluster, idle_timeout, watch).await,
                 Some(tls) => {

@@ -16,7 +16,7 @@ use toml::de::DeTable;
 
 use crate::model::{
     AdminConfig, Config, HttpServerConfig, ListenerConfig, ListenerProtocol, ListenerTls,
-    LogConfig, LogFormat, OtlpProtocol, RuntimeConfig, TracingConfig,
+    LogConfig, LogFormat, OtlpProtocol, ProxyProtocol, RuntimeConfig, TracingConfig,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Listen, Refs, Site};
@@ -54,10 +54,12 @@ const LISTENER_KEYS: &[&str] = &[
     "cluster",
     "http",
     "tls",
+    "proxy_protocol",
     "tcp_idle_timeout",
     "udp_session_timeout",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
+const PROXY_PROTOCOL_KEYS: &[&str] = &["trusted"];
 const HTTP_KEYS: &[&str] = &[
     "max_header_bytes",
     "max_headers",
@@ -319,6 +321,28 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
         None => None,
     };
 
+    let proxy_protocol = match t.get("proxy_protocol") {
+        Some(f) if is(ListenerProtocol::Udp) => {
+            f.conflict(ctx, "`proxy_protocol` applies to http and tcp listeners");
+            None
+        }
+        Some(f) => f.table(ctx, PROXY_PROTOCOL_KEYS).and_then(|table| {
+            let trusted = table.required(ctx, "trusted")?.array_of(ctx, |item, ctx| {
+                let text = item.non_empty_str(ctx)?;
+                text.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| {
+                        text.parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(ipnet::IpNet::from)
+                    })
+                    .or_else(|| item.invalid(ctx, "a network (10.0.0.0/8) or an IP address"))
+            })?;
+            Some(ProxyProtocol { trusted })
+        }),
+        None => None,
+    };
+
     let only_for = |ctx: &mut Ctx<'_>, key: &str, wanted: ListenerProtocol, default: Duration| {
         let f = t.get(key)?;
         if protocol.is_some() && !is(wanted) {
@@ -346,6 +370,7 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
         cluster,
         http,
         tls,
+        proxy_protocol,
         tcp_idle_timeout,
         udp_session_timeout,
     })

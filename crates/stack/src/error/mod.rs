@@ -56,6 +56,9 @@ pub enum ErrorKind {
     StreamIdle,
     /// A client's TLS handshake failed or did not finish in time.
     TlsHandshake,
+    /// A connection from a trusted load balancer did not start with a
+    /// valid PROXY protocol header in time.
+    ProxyProtocol,
     /// A bug or resource failure inside the proxy.
     Internal,
 }
@@ -81,12 +84,13 @@ impl ErrorKind {
             ErrorKind::SendTimeout => "send_timeout",
             ErrorKind::StreamIdle => "stream_idle",
             ErrorKind::TlsHandshake => "tls_handshake",
+            ErrorKind::ProxyProtocol => "proxy_protocol",
             ErrorKind::Internal => "internal",
         }
     }
 
     /// All kinds, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::InvalidRequest,
         ErrorKind::NoRoute,
         ErrorKind::NoEndpoints,
@@ -104,6 +108,7 @@ impl ErrorKind {
         ErrorKind::SendTimeout,
         ErrorKind::StreamIdle,
         ErrorKind::TlsHandshake,
+        ErrorKind::ProxyProtocol,
         ErrorKind::Internal,
     ];
 
@@ -162,6 +167,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::SendTimeout => "client took no response data in time",
             ErrorKind::StreamIdle => "stream idle too long",
             ErrorKind::TlsHandshake => "TLS handshake failed",
+            ErrorKind::ProxyProtocol => "invalid or missing PROXY protocol header",
             ErrorKind::Internal => "internal proxy error",
         };
         f.write_str(text)

@@ -33,7 +33,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         // These end a stream that is under way; no response carries them.
         ErrorKind::SendTimeout | ErrorKind::StreamIdle => StatusCode::REQUEST_TIMEOUT,
         // No HTTP exchange took place.
-        ErrorKind::TlsHandshake => StatusCode::BAD_REQUEST,
+        ErrorKind::TlsHandshake | ErrorKind::ProxyProtocol => StatusCode::BAD_REQUEST,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -63,7 +63,8 @@ pub fn grpc_status(kind: ErrorKind) -> u8 {
         ErrorKind::DownstreamBody
         | ErrorKind::SendTimeout
         | ErrorKind::StreamIdle
-        | ErrorKind::TlsHandshake => CANCELLED,
+        | ErrorKind::TlsHandshake
+        | ErrorKind::ProxyProtocol => CANCELLED,
         ErrorKind::Internal => INTERNAL,
     }
 }

@@ -2,6 +2,7 @@
 //! port, with limits, timeouts and graceful shutdown.
 
 mod conn;
+pub mod proxy_protocol;
 pub mod streams;
 pub mod tls;
 
@@ -65,6 +66,7 @@ pub async fn serve_http(
     proxy: Arc<HttpProxy>,
     cfg: HttpServerConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    trusted: Option<proxy_protocol::Trusted>,
     mut watch: drain::Watch,
 ) {
     let builder = Arc::new(builder(&cfg));
@@ -120,8 +122,28 @@ pub async fn serve_http(
             watch: watch.clone(),
         };
         let tls = tls.clone();
+        let trusted = trusted.clone();
         let handshake_timeout = cfg.header_read_timeout;
         conns.spawn(async move {
+            let mut stream = stream;
+            // A load balancer's PROXY header comes first, before TLS.
+            let peer = match proxy_protocol::client_address(
+                &mut stream,
+                peer,
+                trusted.as_ref(),
+                handshake_timeout,
+            )
+            .await
+            {
+                Ok(client) => client,
+                Err(e) => {
+                    debug!(%peer, error = %e, "connection refused: PROXY protocol header");
+                    conn.proxy
+                        .metrics()
+                        .error(ErrorKind::ProxyProtocol.as_str());
+                    return;
+                }
+            };
             match tls {
                 None => conn.serve(stream, peer, "http").await,
                 Some(tls) => {

@@ -1,0 +1,138 @@
+//! The PROXY protocol on listeners, from a real load balancer: HAProxy
+//! (`send-proxy` and `send-proxy-v2`) in front of the proxy announces each
+//! client, and the proxy forwards that address, not the balancer's. Clients
+//! connect from distinct loopback addresses (127.0.0.2, 127.0.0.3...) so
+//! the announced address differs from the balancer's 127.0.0.1.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{TestProxy, cluster, listener};
+use switchyard_test_support::{Backend, BackendConfig, ChildGuard, free_port, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// HAProxy in TCP mode on a free port, sending every connection to `to`
+/// with a PROXY header (`send` is `send-proxy` or `send-proxy-v2`).
+async fn haproxy(dir: &std::path::Path, to: SocketAddr, send: &str) -> (ChildGuard, SocketAddr) {
+    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = dir.join(format!("{send}.cfg"));
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 64\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
+             frontend fe\n  bind {front}\n  default_backend be\n\nbackend be\n  server s1 {to} {send}\n"
+        ),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy starts (scripts/test installs it)");
+    let guard = ChildGuard::new("haproxy", child);
+    wait_for(
+        Duration::from_secs(10),
+        "haproxy to listen",
+        || async move { tokio::net::TcpStream::connect(front).await.ok().map(drop) },
+    )
+    .await;
+    (guard, front)
+}
+
+/// Sends one request to `to` from the loopback address `from`, with `prefix`
+/// written first; returns what came back (empty when the connection was
+/// closed without an answer).
+async fn request_from(from: [u8; 4], to: SocketAddr, prefix: &[u8]) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(to).await.unwrap();
+    let mut bytes = prefix.to_vec();
+    bytes.extend_from_slice(b"GET /who HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n");
+    stream.write_all(&bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    // A reset connection reads as an error: no answer either.
+    let _ = read.await.expect("the proxy answers or closes within 10 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_client_announced_by_haproxy_is_the_one_forwarded() {
+    let b = Backend::start(BackendConfig::new("api")).await;
+    let toml = listener("public", "api", "").replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nproxy_protocol = { trusted = [\"127.0.0.1\"] }\n",
+    ) + &cluster("api", &[b.addr()], "");
+    let p = TestProxy::start(&toml).await;
+    let dir = tempfile::tempdir().unwrap();
+    let forwarded = || {
+        b.last_request()
+            .and_then(|r| r.header("x-forwarded-for").map(str::to_owned))
+    };
+
+    for (send, from) in [
+        ("send-proxy", [127, 0, 0, 2]),
+        ("send-proxy-v2", [127, 0, 0, 3]),
+    ] {
+        let (_haproxy, front) = haproxy(dir.path(), p.addr, send).await;
+        let answer = request_from(from, front, b"").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{send}: {answer}");
+        let client = std::net::Ipv4Addr::from(from).to_string();
+        assert_eq!(forwarded().as_deref(), Some(client.as_str()), "{send}");
+    }
+
+    // An untrusted peer is served as it is, with its own address; the
+    // header it could send is not believed (it would be a bad request).
+    let answer = request_from([127, 0, 0, 4], p.addr, b"").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(forwarded().as_deref(), Some("127.0.0.4"));
+    let forged = request_from(
+        [127, 0, 0, 4],
+        p.addr,
+        b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n",
+    )
+    .await;
+    assert!(forged.starts_with("HTTP/1.1 400"), "{forged}");
+
+    // A v2 header with an IPv6 client, written by hand from the trusted
+    // address: that client is the one forwarded.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    v2.extend_from_slice(&[0x1F, 0x90, 0x00, 0x50]);
+    let answer = request_from([127, 0, 0, 1], p.addr, &v2).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(forwarded().as_deref(), Some("2001:db8::7"));
+
+    // A trusted source that sends no header is refused and counted.
+    let before = b.requests();
+    let answer = request_from([127, 0, 0, 1], p.addr, b"").await;
+    assert_eq!(
+        answer, "",
+        "a trusted peer without a header must not be served"
+    );
+    assert_eq!(b.requests(), before);
+    let metrics = p.cluster("api").metrics().render();
+    assert!(
+        metrics.contains(
+            "switchyard_proxy_errors_total{listener=\"public\",kind=\"proxy_protocol\"} 1"
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("proxy_protocol"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
