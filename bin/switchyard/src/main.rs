@@ -207,8 +207,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             switchyard_serve::fd::check_at_start(&proxy_fd_budget(&cfg));
             let runtime = runtime(cfg.runtime.workers)?;
             let drained = runtime.block_on(async {
+                let shutdown = shutdown_signal();
                 let proxy = switchyard_proxy::Proxy::bind(cfg).await?;
-                anyhow::Ok(proxy.run(shutdown_signal()).await)
+                anyhow::Ok(proxy.run(shutdown).await)
             })?;
             if !drained {
                 tracing::warn!("exited with connections still open after the grace period");
@@ -254,10 +255,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _log =
                 switchyard_telemetry::logging::init(&level, format.or(Some(LogFormat::Text)))?;
             let runtime = runtime(None)?;
-            runtime.block_on(switchyard_demo::backends_only::run(
-                duration,
-                shutdown_signal(),
-            ))?;
+            // The signal handlers need the runtime: made inside it.
+            runtime.block_on(async {
+                switchyard_demo::backends_only::run(duration, shutdown_signal()).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -401,26 +402,56 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled, so call it before binding.
+///
+/// SIGHUP is caught too, so that it never kills the process (its default
+/// action): operators and tools send it expecting a reload, and a proxy
+/// that dies on it drops every request in flight. Until configuration
+/// reload exists it is logged and the running configuration stays.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, hup) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+    async move {
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        let (term, hup) = (
+            async move {
+                match term {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            },
+            async move {
+                let Some(mut s) = hup else {
+                    return std::future::pending::<()>().await;
+                };
+                while s.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP received: configuration reload is not supported yet; the running configuration keeps serving (TLS certificate files are re-read when they change)"
+                    );
+                }
+                std::future::pending::<()>().await;
+            },
+        );
+        #[cfg(not(unix))]
+        let (term, hup) = (std::future::pending::<()>(), std::future::pending::<()>());
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term => tracing::info!("SIGTERM received"),
+            () = hup => {}
+        }
     }
 }

@@ -186,8 +186,24 @@ fn proxy_serves_and_drains_on_sigterm() {
     }
     let r = get(port, "/x").expect("proxied response");
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
-    // SIGTERM: drain and exit 0.
+    // SIGHUP (sent by tools expecting a reload) must not kill the proxy:
+    // it keeps serving.
     let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the proxy"
+    );
+    let r = get(port, "/x").expect("proxied response after SIGHUP");
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    // SIGTERM: drain and exit 0.
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -216,6 +232,7 @@ fn proxy_serves_and_drains_on_sigterm() {
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert!(v.get("level").is_some(), "{first}");
     assert!(logs.contains("SIGTERM"), "{logs}");
+    assert!(logs.contains("SIGHUP received"), "{logs}");
     // One JSON access-log line for the proxied request, with its facts.
     let access: serde_json::Value = logs
         .lines()
