@@ -522,6 +522,20 @@ pub struct ClusterConfig {
     /// cluster's endpoints (requests, tunnels, TCP, health checks) is TLS,
     /// verified, never downgraded.
     pub tls: Option<UpstreamTls>,
+    /// Default `None`. `v1` or `v2`: each connection a tcp listener opens to
+    /// an endpoint starts with a PROXY protocol header naming the client,
+    /// for upstreams behind the proxy that want the real client address.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// The PROXY protocol version a cluster sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// `tls = { ca = "ca.pem", server_name = "api.internal" }` on a cluster:

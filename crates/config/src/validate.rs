@@ -47,6 +47,10 @@ pub(crate) struct Refs {
     /// Clusters named by udp listeners, and clusters with `tls`.
     pub(crate) udp_clusters: Vec<(String, Site)>,
     pub(crate) tls_clusters: Vec<String>,
+    /// Clusters named by routes (and splits), and clusters that send the
+    /// PROXY protocol.
+    pub(crate) route_clusters: Vec<(String, Site)>,
+    pub(crate) proxy_protocol_clusters: Vec<String>,
     pub(crate) listens: Vec<Listen>,
     /// Every route: its listener's name, its index there, and where it is.
     pub(crate) routes: Vec<(String, usize, Site)>,
@@ -58,6 +62,17 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, admin: SocketAddr) {
     unique_names(ctx, "cluster", &refs.cluster_names);
     known_clusters(ctx, refs);
     listen_conflicts(ctx, refs, admin);
+    for (name, site) in refs.udp_clusters.iter().chain(&refs.route_clusters) {
+        if refs.proxy_protocol_clusters.contains(name) {
+            ctx.report(
+                &site.span,
+                &site.path,
+                ErrorKind::Conflict(format!(
+                    "cluster {name} sends the PROXY protocol, which only tcp listeners support"
+                )),
+            );
+        }
+    }
     for (name, site) in &refs.udp_clusters {
         if refs.tls_clusters.contains(name) {
             ctx.report(

@@ -79,6 +79,7 @@ fn expected() -> Config {
         health: None,
         panic_threshold: 0.5,
         tls: None,
+        proxy_protocol: None,
     };
     let api = ClusterConfig {
         name: "api".into(),

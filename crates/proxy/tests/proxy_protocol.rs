@@ -1,8 +1,10 @@
 //! The PROXY protocol on listeners, from a real load balancer: HAProxy
 //! (`send-proxy` and `send-proxy-v2`) in front of the proxy announces each
-//! client, and the proxy forwards that address, not the balancer's. Clients
-//! connect from distinct loopback addresses (127.0.0.2, 127.0.0.3...) so
-//! the announced address differs from the balancer's 127.0.0.1.
+//! client, and the proxy forwards that address, not the balancer's. And
+//! from the proxy to an upstream: a tcp listener's cluster with
+//! `proxy_protocol` announces each client to HAProxy's `accept-proxy`.
+//! Clients connect from distinct loopback addresses (127.0.0.2, 127.0.0.3...)
+//! so the announced address differs from the balancer's 127.0.0.1.
 
 mod common;
 
@@ -134,5 +136,94 @@ async fn the_client_announced_by_haproxy_is_the_one_forwarded() {
             .filter(|l| l.contains("proxy_protocol"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// HAProxy in HTTP mode on a free port, requiring a PROXY header
+/// (`accept-proxy`) and answering every request with the client address
+/// the header announced.
+async fn haproxy_echoing_the_client(dir: &std::path::Path) -> (ChildGuard, SocketAddr) {
+    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = dir.join("accept-proxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 64\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
+             frontend fe\n  bind {front} accept-proxy\n  http-request return status 200 content-type text/plain lf-string \"client=%[src]:%[src_port]\"\n"
+        ),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy starts (scripts/test installs it)");
+    let guard = ChildGuard::new("haproxy", child);
+    wait_for(
+        Duration::from_secs(10),
+        "haproxy to listen",
+        || async move { tokio::net::TcpStream::connect(front).await.ok().map(drop) },
+    )
+    .await;
+    (guard, front)
+}
+
+#[tokio::test]
+async fn a_tcp_cluster_announces_each_client_to_an_upstream_that_accepts_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_haproxy, upstream) = haproxy_echoing_the_client(dir.path()).await;
+    for (version, from) in [("v1", [127, 0, 0, 5]), ("v2", [127, 0, 0, 6])] {
+        let toml = format!(
+            "[[listeners]]\nname = \"raw\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"api\"\n\n{}",
+            cluster(
+                "api",
+                &[upstream],
+                &format!("proxy_protocol = \"{version}\"")
+            )
+        );
+        let p = TestProxy::start(&toml).await;
+        let raw = p.listener("raw");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let mut stream = socket.connect(raw).await.unwrap();
+        let port = stream.local_addr().unwrap().port();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let client = format!("client={}:{port}", std::net::Ipv4Addr::from(from));
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with(&client),
+            "{version}: {answer}"
+        );
+    }
+}
+
+#[test]
+fn only_tcp_listeners_may_use_a_cluster_that_sends_the_proxy_protocol() {
+    let text = listener("public", "api", "")
+        + &cluster(
+            "api",
+            &["127.0.0.1:9".parse().unwrap()],
+            "proxy_protocol = \"v2\"",
+        );
+    let err = switchyard_config::parse(&text, "pp.toml").unwrap_err();
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("sends the PROXY protocol, which only tcp listeners support"),
+        "{}",
+        lines[0]
     );
 }

@@ -64,6 +64,9 @@ pub async fn serve_tcp(
 ) {
     // Normally done when the listener was built; idempotent.
     cluster.set_l4(L4Protocol::Tcp);
+    let listen_addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Connections belong to this task, so aborting it closes them.
     let mut conns = tokio::task::JoinSet::new();
     let mut accept_errors = switchyard_serve::AcceptErrors::default();
@@ -89,6 +92,9 @@ pub async fn serve_tcp(
         conns.spawn(async move {
             let mut stream = stream;
             let _ = stream.set_nodelay(true);
+            // The address the client connected to, for a PROXY header the
+            // cluster sends.
+            let local = stream.local_addr().unwrap_or(listen_addr);
             // A load balancer's PROXY header comes first, before TLS.
             let peer =
                 match client_address(&mut stream, peer, trusted.as_ref(), TLS_HANDSHAKE_TIMEOUT)
@@ -101,11 +107,12 @@ pub async fn serve_tcp(
                     }
                 };
             let done = match tls {
-                None => proxy_connection(stream, peer, &cluster, idle_timeout, watch).await,
+                None => proxy_connection(stream, peer, local, &cluster, idle_timeout, watch).await,
                 Some(tls) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            proxy_connection(stream, peer, &cluster, idle_timeout, watch).await
+                            proxy_connection(stream, peer, local, &cluster, idle_timeout, watch)
+                                .await
                         }
                         Ok(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");
@@ -130,6 +137,7 @@ pub async fn serve_tcp(
 async fn proxy_connection<D>(
     mut downstream: D,
     peer: SocketAddr,
+    local: SocketAddr,
     cluster: &Cluster,
     idle_timeout: Duration,
     mut watch: drain::Watch,
@@ -139,7 +147,7 @@ where
 {
     // Admitted by the cluster (max_connections), tried on up to three
     // endpoints, and counted in the endpoint's load and outlier state.
-    let upstream = cluster.connect_tcp(None).await?;
+    let upstream = cluster.connect_tcp(None, peer, local).await?;
     let endpoint = upstream.endpoint.clone();
     let activity = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();

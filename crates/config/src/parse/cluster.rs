@@ -5,8 +5,8 @@ use std::time::Duration;
 use crate::error::ErrorKind;
 use crate::model::{
     BalanceStrategy, ClusterConfig, Discovery, DnsDiscovery, DnsLookup, HashOn, HealthCheck,
-    HealthCheckKind, Limits, OutlierPolicy, RetryBudget, StaticEndpoint, UpstreamProtocol,
-    UpstreamTls,
+    HealthCheckKind, Limits, OutlierPolicy, ProxyProtocolVersion, RetryBudget, StaticEndpoint,
+    UpstreamProtocol, UpstreamTls,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Refs, Site, unique_names};
@@ -26,6 +26,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "health",
     "panic_threshold",
     "tls",
+    "proxy_protocol",
 ];
 const TLS_KEYS: &[&str] = &["ca", "server_name", "cert", "key"];
 const DISCOVERY_KEYS: &[&str] = &["static", "registry", "dns", "etcd"];
@@ -124,6 +125,18 @@ pub(super) fn cluster(
     if let (Some(_), Some(name)) = (&tls, &name) {
         refs.tls_clusters.push(name.clone());
     }
+    let proxy_protocol = t.opt(ctx, "proxy_protocol", |f, c| {
+        f.choice(
+            c,
+            &[
+                ("v1", ProxyProtocolVersion::V1),
+                ("v2", ProxyProtocolVersion::V2),
+            ],
+        )
+    });
+    if let (Some(_), Some(name)) = (&proxy_protocol, &name) {
+        refs.proxy_protocol_clusters.push(name.clone());
+    }
     Some(ClusterConfig {
         name: name.unwrap_or_default(),
         discovery: discovery.unwrap_or(Discovery::Static(Vec::new())),
@@ -149,6 +162,7 @@ pub(super) fn cluster(
             .opt(ctx, "panic_threshold", |f, c| f.float_in(c, 0.0, 1.0))
             .unwrap_or(0.5),
         tls,
+        proxy_protocol,
     })
 }
 

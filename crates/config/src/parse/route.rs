@@ -266,6 +266,7 @@ fn destination(ctx: &mut Ctx<'_>, t: &Table<'_, '_>, refs: &mut Refs) -> Option<
         (Some(f), None) => {
             let name = f.str(ctx)?;
             refs.cluster_refs.push((name.to_owned(), Site::of(&f)));
+            refs.route_clusters.push((name.to_owned(), Site::of(&f)));
             Some(Destination::Cluster(name.to_owned()))
         }
         (None, Some(f)) => {
@@ -299,6 +300,7 @@ fn split_entry(
     let cluster = cluster_field.as_ref().and_then(|f| f.str(ctx));
     if let (Some(name), Some(f)) = (cluster, &cluster_field) {
         refs.cluster_refs.push((name.to_owned(), Site::of(f)));
+        refs.route_clusters.push((name.to_owned(), Site::of(f)));
     }
     let weight = t
         .required(ctx, "weight")

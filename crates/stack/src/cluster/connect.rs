@@ -19,6 +19,7 @@ use super::{Cluster, Endpoint, FAILURE_PENALTY, is_failure};
 use crate::{
     body::Body,
     error::{ErrorKind, ProxyError},
+    server::proxy_protocol,
     upstream::{ConnectionLease, UpstreamIo, open},
 };
 
@@ -66,19 +67,35 @@ pub struct UpgradeHold {
 }
 
 impl Cluster {
-    /// Connects to an endpoint for a `tcp` listener's connection, trying
-    /// up to [`CONNECT_ATTEMPTS`] endpoints.
-    pub async fn connect_tcp(&self, hash: Option<u64>) -> Result<TcpUpstream, ProxyError> {
+    /// Connects to an endpoint for a `tcp` listener's connection from
+    /// `client` to `local`, trying up to [`CONNECT_ATTEMPTS`] endpoints;
+    /// with the cluster's `proxy_protocol`, the connection starts with a
+    /// header naming `client`.
+    pub async fn connect_tcp(
+        &self,
+        hash: Option<u64>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<TcpUpstream, ProxyError> {
         let Some(permit) = self.settings.connections.try_acquire() else {
             self.decisions.count(Decision::Overloaded);
             return Err(ProxyError::new(ErrorKind::Overloaded));
         };
+        let preface = self
+            .proxy_protocol
+            .map(|version| proxy_protocol::header(version, client, local));
         let mut tried = Vec::with_capacity(CONNECT_ATTEMPTS);
         loop {
             let endpoint = self.pick(hash, &tried)?;
             let started = Instant::now();
             let tls = self.settings.tls.as_ref();
-            match open(endpoint.addr(), self.connect_timeout(), tls).await {
+            let opened = open(
+                endpoint.addr(),
+                self.connect_timeout(),
+                tls,
+                preface.as_deref(),
+            );
+            match opened.await {
                 Ok(stream) => {
                     self.record(&endpoint, Outcome::Success);
                     endpoint.count_connection();

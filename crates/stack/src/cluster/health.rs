@@ -52,7 +52,7 @@ pub async fn check(addr: SocketAddr, cluster: &Cluster, hc: &HealthCheck) -> boo
     let name = cluster.name();
     let tls = cluster.settings.tls.as_ref();
     let result = tokio::time::timeout(hc.timeout, async {
-        let io = open(addr, hc.timeout, tls)
+        let io = open(addr, hc.timeout, tls, None)
             .await
             .map_err(|e| e.to_string())?;
         let origin = || {

@@ -19,7 +19,9 @@ use std::{
 use http::{Request, Response};
 use serde::Serialize;
 use switchyard_balance::{Balancer, BalancerConfig, Pick, Strategy, Target};
-use switchyard_config::{BalanceStrategy, ClusterConfig, HashOn, HealthCheck, UpstreamProtocol};
+use switchyard_config::{
+    BalanceStrategy, ClusterConfig, HashOn, HealthCheck, ProxyProtocolVersion, UpstreamProtocol,
+};
 use switchyard_policy::{
     Budget, LatencyWindow, Limit, OutlierSettings, Permit,
     outlier::{HealthState, Outcome, Transition},
@@ -62,6 +64,8 @@ pub struct Cluster {
     /// The [`L4Protocol`] bits of the tcp/udp listeners using the cluster;
     /// 0 for a cluster only HTTP routes use.
     l4: AtomicU8,
+    /// The PROXY protocol header tcp connections to endpoints start with.
+    proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 /// The kind of an L4 listener that sends its connections or datagrams to
@@ -153,6 +157,7 @@ impl Cluster {
             latency: LatencyWindow::new(LATENCY_PERIOD),
             members: Mutex::new(HashMap::new()),
             l4: AtomicU8::new(0),
+            proxy_protocol: config.proxy_protocol,
         })
     }
 

@@ -11,6 +11,8 @@
 //! replaces the peer's for everything downstream: `X-Forwarded-For`, logs,
 //! source-IP hashing and the per-client limit. A `LOCAL` header (the
 //! balancer's own health check) keeps the peer's address.
+//!
+//! [`header`] writes one, for clusters that send it to their endpoints.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -19,6 +21,7 @@ use std::{
 
 use ipnet::IpNet;
 use ppp::{HeaderResult, PartialResult, v1, v2};
+use switchyard_config::ProxyProtocolVersion;
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
 /// Longest header read: HAProxy's recommended 536-byte buffer holds every
@@ -100,6 +103,46 @@ async fn read(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Pr
                 seen = n;
             }
         }
+    }
+}
+
+/// The header announcing `client`, which connected to `local`, in
+/// `version`'s format. Mixed address families are written as IPv6 (IPv4
+/// as `::ffff:a.b.c.d`), since a header holds one family.
+pub fn header(version: ProxyProtocolVersion, client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let (client, local) = match (client, local) {
+        (SocketAddr::V4(_), SocketAddr::V6(_)) | (SocketAddr::V6(_), SocketAddr::V4(_)) => {
+            (as_v6(client), as_v6(local))
+        }
+        same => same,
+    };
+    match version {
+        ProxyProtocolVersion::V1 => {
+            let family = if client.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!(
+                "PROXY {family} {} {} {} {}\r\n",
+                client.ip(),
+                local.ip(),
+                client.port(),
+                local.port()
+            )
+            .into_bytes()
+        }
+        ProxyProtocolVersion::V2 => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (client, local),
+        )
+        .build()
+        // Writing two addresses into a Vec cannot fail.
+        .unwrap_or_default(),
+    }
+}
+
+fn as_v6(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) => SocketAddr::from((a.ip().to_ipv6_mapped(), a.port())),
+        v6 => v6,
     }
 }
 
@@ -228,6 +271,32 @@ mod tests {
             parse(b"PROXY TCP4 not-an-ip 198.51.100.1 1 2\r\n", peer()),
             Parsed::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn written_headers_parse_back() {
+        let client: SocketAddr = "192.0.2.7:56324".parse().unwrap();
+        let local: SocketAddr = "198.51.100.1:443".parse().unwrap();
+        let v1 = header(ProxyProtocolVersion::V1, client, local);
+        assert_eq!(v1, b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n");
+        for version in [ProxyProtocolVersion::V1, ProxyProtocolVersion::V2] {
+            let bytes = header(version, client, local);
+            assert_eq!(
+                parse(&bytes, peer()),
+                Parsed::Done {
+                    len: bytes.len(),
+                    client
+                },
+                "{version:?}"
+            );
+            // A v4 client on a v6 socket is written as a mapped address.
+            let v6_local: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+            let mixed = header(version, client, v6_local);
+            let Parsed::Done { client: seen, .. } = parse(&mixed, peer()) else {
+                panic!("{version:?}: {mixed:?}");
+            };
+            assert_eq!(seen, as_v6(client), "{version:?}");
+        }
     }
 
     #[test]

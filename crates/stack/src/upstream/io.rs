@@ -10,7 +10,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
 use tokio_rustls::client::TlsStream;
@@ -27,18 +27,29 @@ pub enum UpstreamIo {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Connects to `addr` and, with `tls`, completes the handshake, all within
-/// `timeout`.
+/// Connects to `addr`, writes `preface` (a PROXY protocol header) if any
+/// and, with `tls`, completes the handshake, all within `timeout`.
 pub async fn open(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&UpstreamTls>,
+    preface: Option<&[u8]>,
 ) -> Result<UpstreamIo, ProxyError> {
-    let Some(tls) = tls else {
-        return connect(addr, timeout).await.map(UpstreamIo::Plain);
-    };
     let started = tokio::time::Instant::now();
-    let stream = connect(addr, timeout).await?;
+    let mut stream = connect(addr, timeout).await?;
+    if let Some(bytes) = preface {
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.write_all(bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(ProxyError::with_source(ErrorKind::ConnectFailed, e).at(addr));
+            }
+            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout).at(addr)),
+        }
+    }
+    let Some(tls) = tls else {
+        return Ok(UpstreamIo::Plain(stream));
+    };
     let left = timeout.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, tls.handshake(stream, addr)).await {
         Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream))),

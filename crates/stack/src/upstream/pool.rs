@@ -234,6 +234,7 @@ impl Pool {
             addr,
             self.inner.settings.connect_timeout,
             self.inner.settings.tls.as_ref(),
+            None,
         )
         .await?;
         let (tx, conn) = http1::Builder::new()
@@ -262,6 +263,7 @@ impl Pool {
             addr,
             self.inner.settings.connect_timeout,
             self.inner.settings.tls.as_ref(),
+            None,
         )
         .await?;
         let (tx, conn) = http1::Builder::new()
@@ -302,6 +304,7 @@ impl Pool {
             addr,
             self.inner.settings.connect_timeout,
             self.inner.settings.tls.as_ref(),
+            None,
         )
         .await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
