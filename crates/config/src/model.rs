@@ -197,10 +197,23 @@ pub struct ListenerConfig {
     pub udp_session_timeout: Duration,
 }
 
-/// `tls = { cert = "server.pem", key = "server.key" }`: the listener's
-/// certificate chain and private key, PEM files read at start.
+/// `tls = { cert = "server.pem", key = "server.key" }`, or several
+/// certificates chosen by the client's SNI: `tls = { certificates = [{
+/// server_names = ["api.example"], cert, key }, ...] }`. PEM files read at
+/// start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ListenerTls {
+    /// At least one. A handshake gets the first whose `server_names` match
+    /// its SNI (exactly, or `*.example` for one label), else the first.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// One certificate of a listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TlsCertificate {
+    /// The SNI names it serves, lowercase; empty for the `{ cert, key }`
+    /// form.
+    pub server_names: Vec<String>,
     /// The certificate chain, leaf first.
     pub cert: std::path::PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).

@@ -381,8 +381,16 @@ fn tls_needs_both_files_and_an_http_or_tcp_listener() {
     );
     let config = switchyard_config::parse(&ok, "t.toml").expect("valid");
     let tls = config.listeners[0].tls.as_ref().expect("tls");
-    assert_eq!(tls.cert, std::path::PathBuf::from("server.pem"));
-    assert_eq!(tls.key, std::path::PathBuf::from("server.key"));
+    assert_eq!(tls.certificates.len(), 1);
+    assert_eq!(
+        tls.certificates[0].cert,
+        std::path::PathBuf::from("server.pem")
+    );
+    assert_eq!(
+        tls.certificates[0].key,
+        std::path::PathBuf::from("server.key")
+    );
+    assert!(tls.certificates[0].server_names.is_empty());
     let tcp = "[[listeners]]\nname = \"t\"\nlisten = \"127.0.0.1:8443\"\nprotocol = \"tcp\"\ncluster = \"api\"\ntls = { cert = \"a\", key = \"b\" }\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
     let config = switchyard_config::parse(tcp, "t.toml").expect("tcp listeners terminate TLS too");
     assert!(config.listeners[0].tls.is_some());
@@ -487,4 +495,42 @@ fn proxy_protocol_takes_networks_and_addresses() {
         e.to_string()
             .contains("`proxy_protocol` applies to http and tcp listeners")
     }));
+}
+
+#[test]
+fn listener_certificates_by_sni_parse_and_reject_garbage() {
+    let base = "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8443\"\ntls = TLS\n  [[listeners.routes]]\n  cluster = \"api\"\n\n[[clusters]]\nname = \"api\"\ndiscovery = { static = [\"127.0.0.1:9001\"] }\n";
+    let ok = base.replace(
+        "TLS",
+        "{ certificates = [{ cert = \"d.pem\", key = \"d.key\" }, { server_names = [\"API.example\", \"*.internal.example\"], cert = \"a.pem\", key = \"a.key\" }] }",
+    );
+    let config = switchyard_config::parse(&ok, "s.toml").expect("valid");
+    let certs = &config.listeners[0].tls.as_ref().unwrap().certificates;
+    assert_eq!(certs.len(), 2);
+    assert!(certs[0].server_names.is_empty());
+    assert_eq!(certs[1].server_names, ["api.example", "*.internal.example"]);
+    for (tls, expected) in [
+        (
+            "{ cert = \"c.pem\", key = \"c.key\", certificates = [{ cert = \"a\", key = \"b\" }] }",
+            "not both",
+        ),
+        ("{ certificates = [] }", "at least one certificate"),
+        (
+            "{ certificates = [{ server_names = [\"bad name\"], cert = \"a\", key = \"b\" }] }",
+            "tls.certificates[0].server_names[0]",
+        ),
+        (
+            "{ certificates = [{ cert = \"a\" }] }",
+            "tls.certificates[0].key",
+        ),
+    ] {
+        let err = switchyard_config::parse(&base.replace("TLS", tls), "s.toml").unwrap_err();
+        let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 1, "{tls}: {lines:#?}");
+        assert!(
+            lines[0].starts_with("s.toml:4:") && lines[0].contains(expected),
+            "{tls}: {}",
+            lines[0]
+        );
+    }
 }

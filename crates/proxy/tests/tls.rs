@@ -25,6 +25,11 @@ fn certificate(dir: &Path, name: &str) -> (String, String, String) {
 /// Like [`certificate`], for the extended key usages `usage` (e.g.
 /// `clientAuth` for a client certificate).
 fn certificate_for(dir: &Path, name: &str, usage: &str) -> (String, String, String) {
+    certificate_with(dir, name, usage, "DNS:localhost,IP:127.0.0.1")
+}
+
+/// Like [`certificate_for`], for the subject alternative names `san`.
+fn certificate_with(dir: &Path, name: &str, usage: &str, san: &str) -> (String, String, String) {
     let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
     let (ca, ca_key, cert, key, csr, ext) = (
         file("ca.pem"),
@@ -36,7 +41,7 @@ fn certificate_for(dir: &Path, name: &str, usage: &str) -> (String, String, Stri
     );
     std::fs::write(
         &ext,
-        format!("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n"),
     )
     .unwrap();
     let ec = [
@@ -546,5 +551,64 @@ async fn grpc_reaches_a_grpcio_server_over_tls_with_alpn_h2() {
         summary["servers"],
         serde_json::json!(["py-tls"]),
         "{summary:#}"
+    );
+}
+
+#[tokio::test]
+async fn sni_chooses_among_a_listeners_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_default, default_cert, default_key) = certificate(dir.path(), "default");
+    let (ca_a, a_cert, a_key) = certificate_with(dir.path(), "a", "serverAuth", "DNS:a.test");
+    let (ca_b, b_cert, b_key) = certificate_with(dir.path(), "b", "serverAuth", "DNS:*.b.test");
+    // One bundle trusting all three CAs: curl then verifies that the
+    // certificate it got carries the name it asked for.
+    let bundle = dir.path().join("bundle.pem").display().to_string();
+    let mut pem = String::new();
+    for ca in [&ca_default, &ca_a, &ca_b] {
+        pem.push_str(&std::fs::read_to_string(ca).unwrap());
+    }
+    std::fs::write(&bundle, pem).unwrap();
+    let b = Backend::start(BackendConfig::new("sni-backend")).await;
+    let listener = format!(
+        "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [\n  {{ cert = \"{default_cert}\", key = \"{default_key}\" }},\n  \
+         {{ server_names = [\"A.test\"], cert = \"{a_cert}\", key = \"{a_key}\" }},\n  \
+         {{ server_names = [\"*.b.test\"], cert = \"{b_cert}\", key = \"{b_key}\" }},\n] }}\n\n  \
+         [[listeners.routes]]\n  cluster = \"api\"\n\n"
+    );
+    let p = TestProxy::start(&(listener + &cluster("api", &[b.addr()], ""))).await;
+    let port = p.addr.port();
+    let fetch = move |host: &'static str| {
+        let bundle = bundle.clone();
+        move || {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert", &bundle])
+                .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+                .arg(format!("https://{host}:{port}/hello"))
+                .output()
+                .expect("curl")
+        }
+    };
+    for host in ["a.test", "api.b.test", "localhost"] {
+        let out = tokio::task::spawn_blocking(fetch(host)).await.unwrap();
+        assert!(
+            out.status.success(),
+            "{host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "sni-backend",
+            "{host}"
+        );
+    }
+    // A name no certificate carries gets the first one, which curl then
+    // refuses for that name: the wildcard covers one label only.
+    let out = tokio::task::spawn_blocking(fetch("deep.api.b.test"))
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a certificate for deep.api.b.test was served"
     );
 }

@@ -16,7 +16,8 @@ use toml::de::DeTable;
 
 use crate::model::{
     AdminConfig, Config, HttpServerConfig, ListenerConfig, ListenerProtocol, ListenerTls,
-    LogConfig, LogFormat, OtlpProtocol, ProxyProtocol, RuntimeConfig, TracingConfig,
+    LogConfig, LogFormat, OtlpProtocol, ProxyProtocol, RuntimeConfig, TlsCertificate,
+    TracingConfig,
 };
 use crate::reader::{Ctx, Field, Table};
 use crate::validate::{Listen, Refs, Site};
@@ -58,7 +59,8 @@ const LISTENER_KEYS: &[&str] = &[
     "tcp_idle_timeout",
     "udp_session_timeout",
 ];
-const TLS_KEYS: &[&str] = &["cert", "key"];
+const TLS_KEYS: &[&str] = &["cert", "key", "certificates"];
+const CERTIFICATE_KEYS: &[&str] = &["server_names", "cert", "key"];
 const PROXY_PROTOCOL_KEYS: &[&str] = &["trusted"];
 const HTTP_KEYS: &[&str] = &[
     "max_header_bytes",
@@ -305,19 +307,9 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
             );
             None
         }
-        Some(f) => f.table(ctx, TLS_KEYS).and_then(|table| {
-            let file = |ctx: &mut Ctx<'_>, key: &'static str| {
-                table
-                    .required(ctx, key)
-                    .and_then(|f| f.non_empty_str(ctx).map(std::path::PathBuf::from))
-            };
-            let cert = file(ctx, "cert");
-            let key = file(ctx, "key");
-            Some(ListenerTls {
-                cert: cert?,
-                key: key?,
-            })
-        }),
+        Some(f) => f
+            .table(ctx, TLS_KEYS)
+            .and_then(|table| listener_tls(ctx, &table)),
         None => None,
     };
 
@@ -374,6 +366,73 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
         tcp_idle_timeout,
         udp_session_timeout,
     })
+}
+
+/// `tls = { cert, key }` or `tls = { certificates = [...] }`.
+fn listener_tls(ctx: &mut Ctx<'_>, table: &Table<'_, '_>) -> Option<ListenerTls> {
+    let certificate = |ctx: &mut Ctx<'_>, t: &Table<'_, '_>, server_names: Vec<String>| {
+        let file = |ctx: &mut Ctx<'_>, key: &'static str| {
+            t.required(ctx, key)
+                .and_then(|f| f.non_empty_str(ctx).map(std::path::PathBuf::from))
+        };
+        let cert = file(ctx, "cert");
+        let key = file(ctx, "key");
+        Some(TlsCertificate {
+            server_names,
+            cert: cert?,
+            key: key?,
+        })
+    };
+    let Some(list) = table.get("certificates") else {
+        return Some(ListenerTls {
+            certificates: vec![certificate(ctx, table, Vec::new())?],
+        });
+    };
+    if table.has("cert") || table.has("key") {
+        list.conflict(
+            ctx,
+            "give either `cert` and `key` or `certificates`, not both",
+        );
+        return None;
+    }
+    let entries = list.array(ctx)?;
+    if entries.is_empty() {
+        return list.invalid(ctx, "at least one certificate");
+    }
+    let mut certificates = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let Some(t) = entry.table(ctx, CERTIFICATE_KEYS) else {
+            continue;
+        };
+        let names = t
+            .opt(ctx, "server_names", |f, c| {
+                f.array_of(c, |name, c| {
+                    let text = name.non_empty_str(c)?;
+                    valid_server_name(text)
+                        .then(|| text.to_ascii_lowercase())
+                        .or_else(|| name.invalid(c, "a DNS name, or `*.` and a DNS name"))
+                })
+            })
+            .unwrap_or_default();
+        if let Some(c) = certificate(ctx, &t, names) {
+            certificates.push(c);
+        }
+    }
+    (certificates.len() == entries.len()).then_some(ListenerTls { certificates })
+}
+
+/// A DNS name (letters, digits, `-`, dots between labels), optionally
+/// behind `*.`.
+fn valid_server_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Default of `tcp_idle_timeout`; the reason is on the model field.

@@ -2,9 +2,13 @@
 //! defaults and the ring provider, ALPN `h2` and `http/1.1` so that clients
 //! negotiate HTTP/2 over TLS.
 //!
-//! The certificate and key are read when the listener is built; a file that
-//! is missing or does not parse, or a key that does not match the
+//! The certificates and keys are read when the listener is built; a file
+//! that is missing or does not parse, or a key that does not match its
 //! certificate, fails the start (and `switchyard check`).
+//!
+//! **SNI.** A listener may hold several certificates: a handshake gets the
+//! first whose server names match the name the client asked for (exactly,
+//! or a `*.example` name for one more label), else the first one.
 //!
 //! **Rotation.** At most every [`RELOAD_CHECK`], a handshake first looks at
 //! the files' modification times; when either changed, the pair is read
@@ -27,7 +31,7 @@ use rustls::{
     sign::CertifiedKey,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use switchyard_config::ListenerTls;
+use switchyard_config::{ListenerTls, TlsCertificate};
 pub use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -60,6 +64,8 @@ pub enum TlsError {
     ServerName { name: String },
     #[error("TLS client settings: {0}")]
     Client(rustls::Error),
+    #[error("`tls` lists no certificate")]
+    NoCertificates,
 }
 
 /// How often a handshake may look for rotated certificate files.
@@ -68,18 +74,23 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// The acceptor for a listener's `tls` settings.
 pub fn acceptor(tls: &ListenerTls) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let resolver = Reloading::new(tls.clone(), provider.clone())?;
+    let certificates = tls
+        .certificates
+        .iter()
+        .map(|c| Reloading::new(c.clone(), provider.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = tls.certificates.first().ok_or(TlsError::NoCertificates)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|source| rejected(tls, source))?
+        .map_err(|source| rejected(first, source))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(Arc::new(BySni { certificates }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Reads and checks a certificate chain and its key.
-fn load(tls: &ListenerTls, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+fn load(tls: &TlsCertificate, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let certs = certificates(&tls.cert)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|source| TlsError::Key {
         path: shown(&tls.key),
@@ -88,7 +99,7 @@ fn load(tls: &ListenerTls, provider: &CryptoProvider) -> Result<CertifiedKey, Tl
     CertifiedKey::from_der(certs, key, provider).map_err(|source| rejected(tls, source))
 }
 
-fn rejected(tls: &ListenerTls, source: rustls::Error) -> TlsError {
+fn rejected(tls: &TlsCertificate, source: rustls::Error) -> TlsError {
     TlsError::Rejected {
         cert: shown(&tls.cert),
         key: shown(&tls.key),
@@ -96,10 +107,47 @@ fn rejected(tls: &ListenerTls, source: rustls::Error) -> TlsError {
     }
 }
 
-/// The listener's certificate, re-read when its files change.
+/// A listener's certificates, chosen by the client's SNI.
+#[derive(Debug)]
+struct BySni {
+    certificates: Vec<Reloading>,
+}
+
+impl BySni {
+    fn choose(&self, sni: Option<&str>) -> &Reloading {
+        let found = sni.and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.certificates
+                .iter()
+                .find(|c| c.tls.server_names.iter().any(|n| n == &name))
+                .or_else(|| {
+                    // `*.example` covers exactly one more label.
+                    let (_, parent) = name.split_once('.')?;
+                    self.certificates.iter().find(|c| {
+                        c.tls
+                            .server_names
+                            .iter()
+                            .any(|n| n.strip_prefix("*.") == Some(parent))
+                    })
+                })
+        });
+        // `acceptor` refuses an empty list.
+        found.unwrap_or(&self.certificates[0])
+    }
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = self.choose(hello.server_name());
+        chosen.refresh();
+        Some(chosen.current.load_full())
+    }
+}
+
+/// One certificate, re-read when its files change.
 #[derive(Debug)]
 struct Reloading {
-    tls: ListenerTls,
+    tls: TlsCertificate,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
     /// When the files were last looked at, and their modification times
@@ -110,7 +158,7 @@ struct Reloading {
 type Stamps = (Option<SystemTime>, Option<SystemTime>);
 
 impl Reloading {
-    fn new(tls: ListenerTls, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+    fn new(tls: TlsCertificate, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
         let stamps = stamps(&tls);
         let current = load(&tls, &provider)?;
         Ok(Self {
@@ -147,14 +195,7 @@ impl Reloading {
     }
 }
 
-impl ResolvesServerCert for Reloading {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.refresh();
-        Some(self.current.load_full())
-    }
-}
-
-fn stamps(tls: &ListenerTls) -> Stamps {
+fn stamps(tls: &TlsCertificate) -> Stamps {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     (modified(&tls.cert), modified(&tls.key))
 }
