@@ -204,6 +204,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in &checked.warnings {
                 tracing::warn!(warning = %w, "configuration warning");
             }
+            for w in switchyard_proxy::certificate_warnings(&cfg) {
+                tracing::warn!(warning = %w, "certificate expires soon");
+            }
             switchyard_serve::fd::check_at_start(&proxy_fd_budget(&cfg));
             let runtime = runtime(cfg.runtime.workers)?;
             let drained = runtime.block_on(async {
@@ -353,6 +356,10 @@ fn check(path: &std::path::Path) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let expiring = switchyard_proxy::certificate_warnings(cfg);
+            for w in &expiring {
+                eprintln!("warning: {w}");
+            }
             let count = refused.len();
             for e in refused {
                 eprintln!(
@@ -370,7 +377,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                 path.display(),
                 cfg.listeners.len(),
                 cfg.clusters.len(),
-                checked.warnings.len()
+                checked.warnings.len() + expiring.len()
             );
             ExitCode::SUCCESS
         }

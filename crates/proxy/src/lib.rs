@@ -423,6 +423,34 @@ fn tls_acceptor(
     })
 }
 
+/// The configuration's certificates (listeners', clusters' CAs and client
+/// certificates) that end within [`server::tls::EXPIRY_WARNING`] or have
+/// ended, each named by where it is used. `switchyard check` prints them
+/// as warnings and the proxy logs them at start.
+pub fn certificate_warnings(config: &Config) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let within = server::tls::EXPIRY_WARNING;
+    let mut warnings = Vec::new();
+    for lc in &config.listeners {
+        for c in lc.tls.iter().flat_map(|t| &t.certificates) {
+            if let Some(e) = server::tls::expiring(&c.cert, within, now) {
+                warnings.push(format!("listener {}: {e}", lc.name));
+            }
+        }
+    }
+    for cc in &config.clusters {
+        let Some(tls) = &cc.tls else { continue };
+        for path in tls.ca.iter().chain(&tls.cert) {
+            if let Some(e) = server::tls::expiring(path, within, now) {
+                warnings.push(format!("cluster {}: {e}", cc.name));
+            }
+        }
+    }
+    warnings
+}
+
 /// Every check [`Proxy::bind`] makes before it binds anything, without
 /// binding: the admin token rule, each listener's and cluster's TLS files
 /// and each cluster's discovery settings. `switchyard check` runs it so that a

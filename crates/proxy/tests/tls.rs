@@ -612,3 +612,80 @@ async fn sni_chooses_among_a_listeners_certificates() {
         "a certificate for deep.api.b.test was served"
     );
 }
+
+#[test]
+fn certificates_near_their_end_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "month");
+    // A self-signed certificate valid for five days.
+    let (short, short_key) = (
+        dir.path().join("short.pem").display().to_string(),
+        dir.path().join("short.key").display().to_string(),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "5", "-subj", "/CN=short"])
+        .args(["-keyout", &short_key, "-out", &short])
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = format!(
+        "{}{}",
+        tls_listener(&short, &short_key),
+        cluster(
+            "api",
+            &["127.0.0.1:9".parse().unwrap()],
+            &format!("tls = {{ ca = \"{ca}\", cert = \"{cert}\", key = \"{key}\" }}")
+        )
+    );
+    let config = switchyard_config::parse(&text, "exp.toml").unwrap();
+    let warnings = switchyard_proxy::certificate_warnings(&config);
+    // Five days, or four and some hours once a second has passed.
+    let days = |n: u32| {
+        format!(
+            "listener public: certificate {short} expires in {n} day(s), on {}",
+            not_after(&short)
+        )
+    };
+    assert_eq!(
+        warnings.len(),
+        1,
+        "the 30-day certificates are not warned about: {warnings:?}"
+    );
+    assert!(
+        warnings[0] == days(5) || warnings[0] == days(4),
+        "{warnings:?}"
+    );
+    // Past its end, the warning says so.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 40 * 24 * 3600;
+    let expired = switchyard_stack::server::tls::expiring(
+        Path::new(&cert),
+        switchyard_stack::server::tls::EXPIRY_WARNING,
+        later,
+    )
+    .expect("expired 10 days before `later`");
+    assert_eq!(expired.days_left, -10);
+    assert!(expired.to_string().contains("expired on"), "{expired}");
+}
+
+/// `notAfter` of a PEM certificate in the form the warning prints it.
+fn not_after(pem: &str) -> String {
+    switchyard_stack::server::tls::expiring(Path::new(pem), Duration::MAX, 0)
+        .expect("a certificate")
+        .not_after
+}

@@ -216,3 +216,48 @@ pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 pub(crate) fn shown(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// A certificate close to (or past) its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub path: String,
+    /// Whole days left; negative once expired.
+    pub days_left: i64,
+    /// `not_after` as the certificate states it.
+    pub not_after: String,
+}
+
+impl std::fmt::Display for Expiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.days_left < 0 {
+            write!(f, "certificate {} expired on {}", self.path, self.not_after)
+        } else {
+            write!(
+                f,
+                "certificate {} expires in {} day(s), on {}",
+                self.path, self.days_left, self.not_after
+            )
+        }
+    }
+}
+
+/// How close to its end a certificate is before `check` and the start
+/// warn: two weeks leaves time to rotate it.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The first certificate of the PEM file `path` (the leaf of a chain, or a
+/// CA), when it ends within `within` of `now` (Unix seconds) or already
+/// has. Files that do not parse are `start`'s and `check`'s errors, not
+/// this function's: they give `None`.
+pub fn expiring(path: &Path, within: Duration, now: i64) -> Option<Expiring> {
+    let first = certificates(path).ok()?.into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    let not_after = cert.validity().not_after;
+    let left = not_after.timestamp() - now;
+    let within = i64::try_from(within.as_secs()).unwrap_or(i64::MAX);
+    (left <= within).then(|| Expiring {
+        path: shown(path),
+        days_left: left.div_euclid(24 * 3600),
+        not_after: not_after.to_string(),
+    })
+}
