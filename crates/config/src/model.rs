@@ -206,6 +206,14 @@ pub struct ListenerTls {
     /// At least one. A handshake gets the first whose `server_names` match
     /// its SNI (exactly, or `*.example` for one label), else the first.
     pub certificates: Vec<TlsCertificate>,
+    /// Default `None`. When set, every client must present a certificate
+    /// that chains to this CA bundle (mutual TLS); its identity (a
+    /// `spiffe://` URI SAN, else the first DNS SAN, else the subject CN)
+    /// is logged, put in spans and checked by routes' `identities`.
+    pub client_ca: Option<std::path::PathBuf>,
+    /// Default `None`. The request header the client's identity is sent
+    /// upstream in; a client's own header of that name is always removed.
+    pub identity_header: Option<String>,
 }
 
 /// One certificate of a listener.
@@ -342,6 +350,10 @@ pub struct RouteConfig {
     /// Default `None`: no faults. Injected faults (Envoy's fault filter) for
     /// testing how callers cope with a slow or failing service.
     pub fault: Option<FaultPolicy>,
+    /// Default empty: any client. Otherwise only clients whose verified
+    /// certificate identity (see [`ListenerTls::client_ca`]) is listed;
+    /// others get 403 (gRPC: PERMISSION_DENIED).
+    pub identities: Vec<String>,
 }
 
 /// `fault = { ... }`: faults injected into a share of a route's requests.

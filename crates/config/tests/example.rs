@@ -45,6 +45,7 @@ fn expected() -> Config {
             }),
             hedge: None,
             fault: None,
+            identities: Vec::new(),
         }],
         cluster: None,
         http: HttpServerConfig::default(),

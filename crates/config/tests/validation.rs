@@ -534,3 +534,51 @@ fn listener_certificates_by_sni_parse_and_reject_garbage() {
         );
     }
 }
+
+#[test]
+fn client_certificates_and_route_identities_are_checked_together() {
+    let listener = |tls: &str, route_extra: &str| {
+        format!(
+            "[[listeners]]\nname = \"p\"\nlisten = \"127.0.0.1:8443\"\ntls = {tls}\n  [[listeners.routes]]\n  name = \"admin\"\n  cluster = \"api\"\n{route_extra}\n[[clusters]]\nname = \"api\"\ndiscovery = {{ static = [\"127.0.0.1:9001\"] }}\n"
+        )
+    };
+    let ok = listener(
+        "{ cert = \"s.pem\", key = \"s.key\", client_ca = \"clients.pem\", identity_header = \"X-Client-Identity\" }",
+        "  identities = [\"spiffe://example.org/web\"]\n",
+    );
+    let config = switchyard_config::parse(&ok, "m.toml").expect("valid");
+    let tls = config.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.identity_header.as_deref(), Some("x-client-identity"));
+    assert_eq!(
+        config.listeners[0].routes[0].identities,
+        ["spiffe://example.org/web"]
+    );
+    for (text, expected) in [
+        (
+            listener(
+                "{ cert = \"s.pem\", key = \"s.key\" }",
+                "  identities = [\"web\"]\n",
+            ),
+            "route admin lists `identities`, which need `tls.client_ca`",
+        ),
+        (
+            listener(
+                "{ cert = \"s.pem\", key = \"s.key\", identity_header = \"x-id\" }",
+                "",
+            ),
+            "`identity_header` needs `client_ca`",
+        ),
+        (
+            listener(
+                "{ cert = \"s.pem\", key = \"s.key\", client_ca = \"c.pem\", identity_header = \"bad header\" }",
+                "",
+            ),
+            "tls.identity_header",
+        ),
+    ] {
+        let err = switchyard_config::parse(&text, "m.toml").unwrap_err();
+        let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains(expected), "{}", lines[0]);
+    }
+}

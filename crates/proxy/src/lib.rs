@@ -202,7 +202,10 @@ impl Proxy {
                         metrics.listener(&lc.name, &error_kinds),
                         config.log.access_log,
                     )
-                    .with_tracer(tracer.clone());
+                    .with_tracer(tracer.clone())
+                    .with_identity_header(
+                        lc.tls.as_ref().and_then(|t| t.identity_header.as_deref()),
+                    );
                     let tls = lc
                         .tls
                         .as_ref()

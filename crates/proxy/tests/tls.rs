@@ -689,3 +689,88 @@ fn not_after(pem: &str) -> String {
         .expect("a certificate")
         .not_after
 }
+
+// curl runs blocking on one worker while the other serves the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_name_the_client_and_routes_admit_listed_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "server");
+    let web_id = "spiffe://example.org/ns/prod/sa/web";
+    let (web_ca, web_cert, web_key) =
+        certificate_with(dir.path(), "web", "clientAuth", &format!("URI:{web_id}"));
+    let (batch_ca, batch_cert, batch_key) =
+        certificate_with(dir.path(), "batch", "clientAuth", "DNS:batch.internal");
+    let client_ca = dir.path().join("clients.pem").display().to_string();
+    std::fs::write(
+        &client_ca,
+        std::fs::read_to_string(&web_ca).unwrap() + &std::fs::read_to_string(&batch_ca).unwrap(),
+    )
+    .unwrap();
+    let b = Backend::start(BackendConfig::new("mtls-backend")).await;
+    let toml = format!(
+        "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\", client_ca = \"{client_ca}\", identity_header = \"x-client-identity\" }}\n\n  \
+         [[listeners.routes]]\n  match = {{ path_prefix = \"/admin\" }}\n  cluster = \"api\"\n  identities = [\"{web_id}\"]\n\n  \
+         [[listeners.routes]]\n  cluster = \"api\"\n\n{}",
+        cluster("api", &[b.addr()], "")
+    );
+    let p = TestProxy::start(&toml).await;
+    let port = p.addr.port();
+    let curl = move |client: Option<(&str, &str)>, path: &str, extra: &[&str]| {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--cacert", &ca])
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-w", "\n%{http_code}"])
+            .args(extra);
+        if let Some((cert, key)) = client {
+            command.args(["--cert", cert, "--key", key]);
+        }
+        let out = command
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let code = text.rsplit('\n').next().unwrap_or_default().to_owned();
+        (out.status.success(), code)
+    };
+    let identity_seen = || {
+        b.last_request()
+            .and_then(|r| r.header("x-client-identity").map(str::to_owned))
+    };
+    let web = Some((web_cert.as_str(), web_key.as_str()));
+    let batch = Some((batch_cert.as_str(), batch_key.as_str()));
+
+    // The listed identity may use the restricted route; its SPIFFE ID goes
+    // upstream in the named header.
+    assert_eq!(curl(web, "/admin/users", &[]), (true, "200".into()));
+    assert_eq!(identity_seen().as_deref(), Some(web_id));
+    // Another verified client is refused there, and served elsewhere under
+    // its DNS name, whatever header it sends itself.
+    let before = b.requests();
+    assert_eq!(curl(batch, "/admin/users", &[]), (true, "403".into()));
+    assert_eq!(
+        b.requests(),
+        before,
+        "a refused request reached the upstream"
+    );
+    let spoof = format!("x-client-identity: {web_id}");
+    assert_eq!(
+        curl(batch, "/reports", &["-H", &spoof]),
+        (true, "200".into())
+    );
+    assert_eq!(identity_seen().as_deref(), Some("batch.internal"));
+    // Without a client certificate there is no TLS session at all.
+    let (ok, _) = curl(None, "/reports", &[]);
+    assert!(!ok, "a client without a certificate was served");
+    let metrics = p.cluster("api").metrics().render();
+    assert!(
+        metrics.contains("switchyard_proxy_errors_total{listener=\"public\",kind=\"forbidden\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("forbidden"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -59,7 +59,13 @@ const LISTENER_KEYS: &[&str] = &[
     "tcp_idle_timeout",
     "udp_session_timeout",
 ];
-const TLS_KEYS: &[&str] = &["cert", "key", "certificates"];
+const TLS_KEYS: &[&str] = &[
+    "cert",
+    "key",
+    "certificates",
+    "client_ca",
+    "identity_header",
+];
 const CERTIFICATE_KEYS: &[&str] = &["server_names", "cert", "key"];
 const PROXY_PROTOCOL_KEYS: &[&str] = &["trusted"];
 const HTTP_KEYS: &[&str] = &[
@@ -354,6 +360,21 @@ fn listener(ctx: &mut Ctx<'_>, field: &Field<'_, '_>, refs: &mut Refs) -> Option
     )
     .unwrap_or(UDP_SESSION);
 
+    if tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+        if let (Some(f), Some(r)) = (
+            t.get("routes"),
+            routes.iter().find(|r| !r.identities.is_empty()),
+        ) {
+            f.conflict(
+                ctx,
+                format!(
+                    "route {} lists `identities`, which need `tls.client_ca` on its listener",
+                    r.name
+                ),
+            );
+        }
+    }
+
     Some(ListenerConfig {
         name: name.unwrap_or_default(),
         listen: listen.unwrap_or_else(|| AdminConfig::default().listen),
@@ -383,9 +404,26 @@ fn listener_tls(ctx: &mut Ctx<'_>, table: &Table<'_, '_>) -> Option<ListenerTls>
             key: key?,
         })
     };
+    let client_ca = table.opt(ctx, "client_ca", |f, c| {
+        f.non_empty_str(c).map(std::path::PathBuf::from)
+    });
+    let identity_header = table.opt(ctx, "identity_header", |f, c| {
+        let name = f.non_empty_str(c)?;
+        http_header_name(name)
+            .then(|| name.to_ascii_lowercase())
+            .or_else(|| f.invalid(c, "an HTTP header name"))
+    });
+    if let (Some(f), None) = (table.get("identity_header"), &client_ca) {
+        f.conflict(
+            ctx,
+            "`identity_header` needs `client_ca`: without client certificates there is no identity",
+        );
+    }
     let Some(list) = table.get("certificates") else {
         return Some(ListenerTls {
             certificates: vec![certificate(ctx, table, Vec::new())?],
+            client_ca,
+            identity_header,
         });
     };
     if table.has("cert") || table.has("key") {
@@ -418,7 +456,19 @@ fn listener_tls(ctx: &mut Ctx<'_>, table: &Table<'_, '_>) -> Option<ListenerTls>
             certificates.push(c);
         }
     }
-    (certificates.len() == entries.len()).then_some(ListenerTls { certificates })
+    (certificates.len() == entries.len()).then_some(ListenerTls {
+        certificates,
+        client_ca,
+        identity_header,
+    })
+}
+
+/// An HTTP field name (RFC 9110 token characters).
+fn http_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A DNS name (letters, digits, `-`, dots between labels), optionally

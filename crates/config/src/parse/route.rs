@@ -22,6 +22,7 @@ const ROUTE_KEYS: &[&str] = &[
     "retry",
     "hedge",
     "fault",
+    "identities",
 ];
 const MATCH_KEYS: &[&str] = &["host", "path", "path_prefix", "method", "headers"];
 const SPLIT_KEYS: &[&str] = &["cluster", "weight"];
@@ -96,6 +97,11 @@ pub(super) fn route(
         retry,
         hedge,
         fault,
+        identities: t
+            .opt(ctx, "identities", |f, c| {
+                f.array_of(c, |item, c| item.non_empty_str(c).map(str::to_owned))
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     InvalidRequest,
     /// No route matched the request.
     NoRoute,
+    /// The route admits only listed client certificate identities, and the
+    /// client's is not one of them (or it has none).
+    Forbidden,
     /// The cluster has no endpoint to send to.
     NoEndpoints,
     /// The TCP connection to the upstream could not be made.
@@ -69,6 +72,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::NoRoute => "no_route",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NoEndpoints => "no_endpoints",
             ErrorKind::ConnectFailed => "connect_failed",
             ErrorKind::ConnectTimeout => "connect_timeout",
@@ -90,9 +94,10 @@ impl ErrorKind {
     }
 
     /// All kinds, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::InvalidRequest,
         ErrorKind::NoRoute,
+        ErrorKind::Forbidden,
         ErrorKind::NoEndpoints,
         ErrorKind::ConnectFailed,
         ErrorKind::ConnectTimeout,
@@ -152,6 +157,7 @@ impl fmt::Display for ErrorKind {
         let text = match self {
             ErrorKind::InvalidRequest => "invalid request",
             ErrorKind::NoRoute => "no route matched the request",
+            ErrorKind::Forbidden => "the client's identity may not use this route",
             ErrorKind::NoEndpoints => "no healthy endpoint available",
             ErrorKind::ConnectFailed => "upstream connect failed",
             ErrorKind::ConnectTimeout => "upstream connect timed out",

@@ -19,6 +19,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::NoEndpoints | ErrorKind::RefusedStream | ErrorKind::Overloaded => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -43,6 +44,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
 pub fn grpc_status(kind: ErrorKind) -> u8 {
     const CANCELLED: u8 = 1;
     const DEADLINE_EXCEEDED: u8 = 4;
+    const PERMISSION_DENIED: u8 = 7;
     const RESOURCE_EXHAUSTED: u8 = 8;
     const UNIMPLEMENTED: u8 = 12;
     const INTERNAL: u8 = 13;
@@ -51,6 +53,7 @@ pub fn grpc_status(kind: ErrorKind) -> u8 {
         // gRPC's HTTP-to-gRPC mapping: 400 is INTERNAL.
         ErrorKind::InvalidRequest => INTERNAL,
         ErrorKind::NoRoute => UNIMPLEMENTED,
+        ErrorKind::Forbidden => PERMISSION_DENIED,
         ErrorKind::NoEndpoints
         | ErrorKind::ConnectFailed
         | ErrorKind::ConnectTimeout

@@ -14,7 +14,7 @@ pub use crate::call::{ATTEMPT_HEADER, AttemptLog, is_idempotent, retry_reason};
 
 use std::{net::SocketAddr, sync::Arc};
 
-use http::{Request, Response, Version};
+use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use switchyard_balance::hash_key;
 use switchyard_config::{HashOn, UpstreamProtocol};
@@ -49,14 +49,19 @@ pub struct HttpProxy {
     metrics: ListenerMetrics,
     access_log: bool,
     tracer: Option<Arc<Tracer>>,
+    /// Where the client's certificate identity goes upstream.
+    identity_header: Option<http::HeaderName>,
 }
 
 /// Per-connection facts the request path needs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The scheme the client used, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The client's verified certificate identity, on listeners with a
+    /// client CA.
+    pub identity: Option<Arc<str>>,
 }
 
 impl HttpProxy {
@@ -67,7 +72,18 @@ impl HttpProxy {
             metrics,
             access_log,
             tracer: None,
+            identity_header: None,
         }
+    }
+
+    /// Sends each client's certificate identity upstream in `header`
+    /// (and removes any client's own header of that name). The
+    /// configuration checked the name; one that is not a header name is
+    /// ignored.
+    #[must_use]
+    pub fn with_identity_header(mut self, header: Option<&str>) -> Self {
+        self.identity_header = header.and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
+        self
     }
 
     /// Records a span per request and per attempt with `tracer`.
@@ -90,7 +106,7 @@ impl HttpProxy {
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         stream: &Arc<StreamCtl>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -113,6 +129,10 @@ impl HttpProxy {
             self.metrics.error(err.kind().as_str());
             return error_response(&err, grpc);
         };
+        if !route.admits(conn.identity.as_deref()) {
+            let err = ProxyError::new(ErrorKind::Forbidden);
+            return self.fail(route, &err, grpc);
+        }
         let cluster = route.cluster();
         let method = req.method().clone();
         let version = req.version();
@@ -192,7 +212,7 @@ impl HttpProxy {
             elapsed,
             log,
             error,
-            conn,
+            conn: conn.clone(),
             access_log: self.access_log,
             trace: self.tracer.clone().zip(trace),
         });
@@ -228,7 +248,7 @@ impl HttpProxy {
         route: &Route,
         cluster: &Arc<Cluster>,
         mut req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         deadlines: Deadlines,
         body_state: Option<DownstreamState>,
         grpc: bool,
@@ -249,6 +269,17 @@ impl HttpProxy {
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.proto);
+        if let Some(name) = &self.identity_header {
+            // Only this listener's verification may name the client.
+            parts.headers.remove(name);
+            if let Some(v) = conn
+                .identity
+                .as_deref()
+                .and_then(|i| HeaderValue::from_str(i).ok())
+            {
+                parts.headers.insert(name.clone(), v);
+            }
+        }
         // The caller's deadline headers were read already.
         remove_deadline_headers(&mut parts.headers);
         let incoming_attempt = parts

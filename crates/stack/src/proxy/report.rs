@@ -140,6 +140,7 @@ impl Report {
             retry_refused = log.retry_refused.map(|d| d.as_str()),
             error = self.error_name(code),
             request_id = d.request_id.as_deref(),
+            client_identity = self.conn.identity.as_deref(),
             trace_id = self.trace.as_ref().map(|(_, t)| format!("{:032x}", t.trace_id)),
             span_id = self.trace.as_ref().map(|(_, t)| format!("{:016x}", t.span_id)),
         );
@@ -165,6 +166,9 @@ impl Report {
         ];
         if let Some(a) = &d.authority {
             attrs.push(KeyValue::new("server.address", a.clone()));
+        }
+        if let Some(id) = &self.conn.identity {
+            attrs.push(KeyValue::new("switchyard.client.identity", id.to_string()));
         }
         if let Some(ep) = log.endpoint {
             attrs.push(KeyValue::new("switchyard.endpoint", ep.to_string()));

@@ -27,6 +27,8 @@ pub struct Route {
     destination: Target,
     call: CallPolicy,
     upgrades: Box<[String]>,
+    /// Client certificate identities allowed; empty: anyone.
+    identities: Box<[String]>,
     faults: Option<Faults>,
     metrics: RouteMetrics,
 }
@@ -87,6 +89,7 @@ impl Router {
                     destination,
                     call: CallPolicy::of_route(rc),
                     upgrades: rc.upgrades.clone().into_boxed_slice(),
+                    identities: rc.identities.clone().into_boxed_slice(),
                     faults: rc.fault.clone().map(|policy| {
                         Faults::new(policy, metrics.route_faults(listener, &rc.name))
                     }),
@@ -128,6 +131,13 @@ impl Route {
     /// The name as a shared string, for records that outlive the request.
     pub fn name_arc(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Whether a client with this certificate identity (or none) may use
+    /// the route.
+    pub fn admits(&self, identity: Option<&str>) -> bool {
+        self.identities.is_empty()
+            || identity.is_some_and(|id| self.identities.iter().any(|allowed| allowed == id))
     }
 
     /// The faults this route injects, when it has a fault policy.

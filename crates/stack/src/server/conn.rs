@@ -95,14 +95,23 @@ impl Drop for Active {
 impl Conn {
     /// Serves HTTP/1.1 and HTTP/2 on `io` (a TCP stream, or TLS over one;
     /// `proto` is `http` or `https`, for `X-Forwarded-Proto`).
-    pub async fn serve<I>(mut self, io: I, peer: SocketAddr, proto: &'static str)
-    where
+    pub async fn serve<I>(
+        mut self,
+        io: I,
+        peer: SocketAddr,
+        proto: &'static str,
+        identity: Option<Arc<str>>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let metrics = self.proxy.metrics();
         metrics.connections_total.inc();
         metrics.connections_active.inc();
-        let info = ConnInfo { peer, proto };
+        let info = ConnInfo {
+            peer,
+            proto,
+            identity,
+        };
         let activity = Arc::new(Activity {
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
@@ -119,9 +128,10 @@ impl Conn {
             // A guard, not a decrement after the await: hyper drops the
             // future of a request whose HTTP/2 stream the client reset.
             let active = Active::start(act.clone());
+            let info = info.clone();
             async move {
                 let stream = streams.current();
-                let resp = proxy.handle(req, info, &stream).await;
+                let resp = proxy.handle(req, &info, &stream).await;
                 drop(active);
                 Ok::<_, std::convert::Infallible>(resp.map(|b| WatchedBody::new(b, stream)))
             }

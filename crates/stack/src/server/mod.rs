@@ -145,10 +145,21 @@ pub async fn serve_http(
                 }
             };
             match tls {
-                None => conn.serve(stream, peer, "http").await,
+                None => conn.serve(stream, peer, "http", None).await,
                 Some(tls) => {
                     match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => conn.serve(stream, peer, "https").await,
+                        Ok(Ok(stream)) => {
+                            // Verified by the listener's client CA when it
+                            // has one; there is no certificate otherwise.
+                            let identity = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(tls::identity)
+                                .map(Arc::from);
+                            conn.serve(stream, peer, "https", identity).await;
+                        }
                         Ok(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");
                             conn.proxy.metrics().error(ErrorKind::TlsHandshake.as_str());

@@ -66,6 +66,39 @@ pub enum TlsError {
     Client(rustls::Error),
     #[error("`tls` lists no certificate")]
     NoCertificates,
+    #[error("the client CA file {path} cannot be used: {reason}")]
+    ClientCa { path: String, reason: String },
+}
+
+/// The identity of a verified client certificate: its `spiffe://` URI SAN
+/// (a SPIFFE ID), else its first DNS SAN, else its subject's common name.
+pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| san.value.general_names.clone())
+        .unwrap_or_default();
+    let spiffe = names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+        _ => None,
+    });
+    let dns = || {
+        names.iter().find_map(|n| match n {
+            GeneralName::DNSName(name) => Some((*name).to_owned()),
+            _ => None,
+        })
+    };
+    let cn = || {
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+    };
+    spiffe.or_else(dns).or_else(cn)
 }
 
 /// How often a handshake may look for rotated certificate files.
@@ -74,17 +107,40 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// The acceptor for a listener's `tls` settings.
 pub fn acceptor(tls: &ListenerTls) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certificates = tls
+    let by_sni = tls
         .certificates
         .iter()
         .map(|c| Reloading::new(c.clone(), provider.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let first = tls.certificates.first().ok_or(TlsError::NoCertificates)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|source| rejected(first, source))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { certificates }));
+        .map_err(|source| rejected(first, source))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|source| TlsError::Ca {
+                    path: shown(ca),
+                    source,
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::ClientCa {
+                path: shown(ca),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(BySni {
+        certificates: by_sni,
+    }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
