@@ -17,14 +17,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// HAProxy in TCP mode on a free port, sending every connection to `to`
 /// with a PROXY header (`send` is `send-proxy` or `send-proxy-v2`).
 async fn haproxy(dir: &std::path::Path, to: SocketAddr, send: &str) -> (ChildGuard, SocketAddr) {
+    start_haproxy(dir, send, |front| {
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
+             frontend fe\n  bind {front}\n  default_backend be\n\nbackend be\n  server s1 {to} {send}\n"
+        )
+    })
+    .await
+}
+
+/// HAProxy in the foreground with the configuration `sections` writes for
+/// a free front address; returns once it listens there.
+async fn start_haproxy(
+    dir: &std::path::Path,
+    name: &str,
+    sections: impl FnOnce(SocketAddr) -> String,
+) -> (ChildGuard, SocketAddr) {
     let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = dir.join(format!("{send}.cfg"));
+    let config = dir.join(format!("{name}.cfg"));
     std::fs::write(
         &config,
-        format!(
-            "global\n  maxconn 64\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
-             frontend fe\n  bind {front}\n  default_backend be\n\nbackend be\n  server s1 {to} {send}\n"
-        ),
+        format!("global\n  maxconn 64\n\n{}", sections(front)),
     )
     .unwrap();
     let child = tokio::process::Command::new("haproxy")
@@ -143,34 +156,13 @@ async fn the_client_announced_by_haproxy_is_the_one_forwarded() {
 /// (`accept-proxy`) and answering every request with the client address
 /// the header announced.
 async fn haproxy_echoing_the_client(dir: &std::path::Path) -> (ChildGuard, SocketAddr) {
-    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = dir.join("accept-proxy.cfg");
-    std::fs::write(
-        &config,
+    start_haproxy(dir, "accept-proxy", |front| {
         format!(
-            "global\n  maxconn 64\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
              frontend fe\n  bind {front} accept-proxy\n  http-request return status 200 content-type text/plain lf-string \"client=%[src]:%[src_port]\"\n"
-        ),
-    )
-    .unwrap();
-    let child = tokio::process::Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("haproxy starts (scripts/test installs it)");
-    let guard = ChildGuard::new("haproxy", child);
-    wait_for(
-        Duration::from_secs(10),
-        "haproxy to listen",
-        || async move { tokio::net::TcpStream::connect(front).await.ok().map(drop) },
-    )
-    .await;
-    (guard, front)
+        )
+    })
+    .await
 }
 
 #[tokio::test]

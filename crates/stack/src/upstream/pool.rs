@@ -230,13 +230,7 @@ impl Pool {
             .try_acquire()
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
-        let stream = open(
-            addr,
-            self.inner.settings.connect_timeout,
-            self.inner.settings.tls.as_ref(),
-            None,
-        )
-        .await?;
+        let stream = self.open().await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -257,15 +251,22 @@ impl Pool {
         Ok((tx, lease))
     }
 
-    async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {
-        let addr = self.inner.addr;
-        let stream = open(
-            addr,
-            self.inner.settings.connect_timeout,
-            self.inner.settings.tls.as_ref(),
+    /// A new connection to the endpoint, through the cluster's TLS when it
+    /// has one.
+    async fn open(&self) -> Result<super::UpstreamIo, ProxyError> {
+        let settings = &self.inner.settings;
+        open(
+            self.inner.addr,
+            settings.connect_timeout,
+            settings.tls.as_ref(),
             None,
         )
-        .await?;
+        .await
+    }
+
+    async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {
+        let addr = self.inner.addr;
+        let stream = self.open().await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -300,13 +301,7 @@ impl Pool {
             .try_acquire()
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
-        let stream = open(
-            addr,
-            self.inner.settings.connect_timeout,
-            self.inner.settings.tls.as_ref(),
-            None,
-        )
-        .await?;
+        let stream = self.open().await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Grow windows with the bandwidth-delay product so that large
