@@ -210,8 +210,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             switchyard_serve::fd::check_at_start(&proxy_fd_budget(&cfg));
             let runtime = runtime(cfg.runtime.workers)?;
             let drained = runtime.block_on(async {
-                let shutdown = shutdown_signal();
-                let proxy = switchyard_proxy::Proxy::bind(cfg).await?;
+                let (shutdown, hangups) = shutdown_signal();
+                let proxy = switchyard_proxy::Proxy::bind(cfg)
+                    .await?
+                    .with_loader(reload_loader(config.clone()));
+                tokio::spawn(hangups.reload(proxy.reloader()));
                 anyhow::Ok(proxy.run(shutdown).await)
             })?;
             if !drained {
@@ -244,7 +247,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                     .await?
                     .max_connections(max_connections);
-                server.run(shutdown_signal()).await?;
+                let (shutdown, hangups) = shutdown_signal();
+                tokio::spawn(hangups.ignore("the registry"));
+                server.run(shutdown).await?;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -260,7 +265,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = runtime(None)?;
             // The signal handlers need the runtime: made inside it.
             runtime.block_on(async {
-                switchyard_demo::backends_only::run(duration, shutdown_signal()).await
+                let (shutdown, hangups) = shutdown_signal();
+                tokio::spawn(hangups.ignore("the demo backends"));
+                switchyard_demo::backends_only::run(duration, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -409,56 +416,88 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
-/// called, not when the future is first polled, so call it before binding.
-///
-/// SIGHUP is caught too, so that it never kills the process (its default
-/// action): operators and tools send it expecting a reload, and a proxy
-/// that dies on it drops every request in flight. Until configuration
-/// reload exists it is logged and the running configuration stays.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// How a reload reads the configuration file: parsed and validated like
+/// at start; errors come back located, warnings are logged.
+fn reload_loader(path: PathBuf) -> switchyard_proxy::Loader {
+    std::sync::Arc::new(move || match switchyard_config::load_with_warnings(&path) {
+        Ok(checked) => {
+            for w in &checked.warnings {
+                tracing::warn!(warning = %w, "configuration warning");
+            }
+            Ok(checked.config)
+        }
+        Err(errors) => Err(errors.errors.iter().map(ToString::to_string).collect()),
+    })
+}
+
+/// SIGHUP, caught so that it never kills the process (its default action):
+/// operators and tools send it expecting a reload, and a process that dies
+/// on it drops every request in flight.
+struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.0 {
+            return s.recv().await.is_some();
+        }
+        std::future::pending::<bool>().await
+    }
+
+    /// The proxy: each SIGHUP reloads the configuration file (the proxy
+    /// logs what changed, or why it kept the running configuration).
+    async fn reload(mut self, reloader: switchyard_proxy::Reloader) {
+        while self.next().await {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            if reloader.reload().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Commands without a configuration file log it and carry on.
+    async fn ignore(mut self, what: &'static str) {
+        while self.next().await {
+            tracing::warn!("SIGHUP received: {what} has no configuration to reload; carrying on");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, and catches SIGHUP ([`Hangups`]). The
+/// handlers are installed when this is called, not when the future is first
+/// polled, so call it before binding.
+fn shutdown_signal() -> (impl std::future::Future<Output = ()>, Hangups) {
     #[cfg(unix)]
-    let (term, hup) = {
+    let (term, hangups) = {
         use tokio::signal::unix::{SignalKind, signal};
         (
             signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::hangup()).ok(),
+            Hangups(signal(SignalKind::hangup()).ok()),
         )
     };
-    async move {
+    #[cfg(not(unix))]
+    let hangups = Hangups();
+    let shutdown = async move {
         let ctrl_c = async {
             if tokio::signal::ctrl_c().await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
         #[cfg(unix)]
-        let (term, hup) = (
-            async move {
-                match term {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
                 }
-            },
-            async move {
-                let Some(mut s) = hup else {
-                    return std::future::pending::<()>().await;
-                };
-                while s.recv().await.is_some() {
-                    tracing::warn!(
-                        "SIGHUP received: configuration reload is not supported yet; the running configuration keeps serving (TLS certificate files are re-read when they change)"
-                    );
-                }
-                std::future::pending::<()>().await;
-            },
-        );
+                None => std::future::pending::<()>().await,
+            }
+        };
         #[cfg(not(unix))]
-        let (term, hup) = (std::future::pending::<()>(), std::future::pending::<()>());
+        let term = std::future::pending::<()>();
         tokio::select! {
             _ = ctrl_c => tracing::info!("SIGINT received"),
             _ = term => tracing::info!("SIGTERM received"),
-            () = hup => {}
         }
-    }
+    };
+    (shutdown, hangups)
 }

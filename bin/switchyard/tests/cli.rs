@@ -186,8 +186,19 @@ fn proxy_serves_and_drains_on_sigterm() {
     }
     let r = get(port, "/x").expect("proxied response");
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
-    // SIGHUP (sent by tools expecting a reload) must not kill the proxy:
-    // it keeps serving.
+    // SIGHUP reloads the configuration file: a listener added to it
+    // serves, and the running one keeps serving.
+    let port2 = free_port();
+    std::fs::write(
+        f.path(),
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nworkers = 1\nshutdown_grace = \"5s\"\n[log]\naccess_log = true\n\
+             [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:{port}\"\n  [[listeners.routes]]\n  cluster = \"api\"\n\
+             [[listeners]]\nname = \"second\"\nlisten = \"127.0.0.1:{port2}\"\n  [[listeners.routes]]\n  cluster = \"api\"\n\
+             [[clusters]]\nname = \"api\"\ndiscovery = {{ static = [\"{backend_addr}\"] }}\n"
+        ),
+    )
+    .unwrap();
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -196,13 +207,25 @@ fn proxy_serves_and_drains_on_sigterm() {
             .unwrap()
             .success()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "SIGHUP ended the proxy"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(port2, "/x").is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.ends_with("ok")) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "SIGHUP ended the proxy"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded listener never served"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = get(port, "/x").expect("proxied response after SIGHUP");
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    let generation = get(admin, "/config").expect("config");
+    assert!(generation.contains("\"generation\":2"), "{generation}");
     // SIGTERM: drain and exit 0.
     assert!(
         Command::new("kill")
@@ -233,6 +256,7 @@ fn proxy_serves_and_drains_on_sigterm() {
     assert!(v.get("level").is_some(), "{first}");
     assert!(logs.contains("SIGTERM"), "{logs}");
     assert!(logs.contains("SIGHUP received"), "{logs}");
+    assert!(logs.contains("configuration reloaded"), "{logs}");
     // One JSON access-log line for the proxied request, with its facts.
     let access: serde_json::Value = logs
         .lines()

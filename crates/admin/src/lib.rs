@@ -8,7 +8,10 @@
 //!   - `GET /live`: 200 while the process is up — for liveness probes.
 //!   - `GET /metrics`: Prometheus text exposition (docs/metrics.md).
 //!   - `GET /clusters`: every cluster with its endpoints, their state and load.
-//!   - `GET /config`: the effective configuration, defaults filled in.
+//!   - `GET /config`: the effective configuration, defaults filled in, with
+//!     its generation (1 at start, one more per reload).
+//!   - `POST /reload`: reads the configuration file again and applies it
+//!     (`reload.rs`).
 //! - `routes.rs`: `GET /routes`, each listener's routes in match order.
 //! - `feed.rs` + `sample.rs`: `GET /events`, a server-sent-events feed with a
 //!   snapshot every second (rates, percentiles, endpoint states, recent state
@@ -21,6 +24,7 @@
 mod auth;
 mod dashboard;
 mod feed;
+mod reload;
 mod routes;
 mod sample;
 
@@ -30,16 +34,17 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use axum::{
     Json, Router,
     extract::State,
     http::{StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 use switchyard_config::{AdminConfig, Config};
@@ -50,30 +55,60 @@ use tokio::net::TcpListener;
 pub use auth::{TOKEN_ENV, Token, TokenError};
 pub use dashboard::DASHBOARD_PATH;
 pub use feed::FEED_INTERVAL;
+pub use reload::{ReloadChanges, ReloadOutcome, ReloadRequest, Reloader};
+
+/// What is serving: one configuration generation and what was built from
+/// it. A reload publishes a new one whole, so every endpoint reads one
+/// consistent generation.
+#[derive(Debug)]
+pub struct View {
+    pub config: Arc<Config>,
+    /// In configuration order, which the admin API and dashboard show.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Bound listener addresses (a port 0 in the config becomes a real one).
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// 1 for the configuration the process started with, one more per
+    /// applied reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+}
+
+impl View {
+    /// The address a listener bound, or its configured one.
+    fn listener_addr(&self, name: &str, configured: SocketAddr) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(configured, |(_, a)| *a)
+    }
+}
 
 /// Shared state the admin endpoints read.
 #[derive(Debug)]
 pub struct AdminState {
-    pub config: Arc<Config>,
-    pub clusters: Vec<Arc<Cluster>>,
+    view: ArcSwap<View>,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
     token: Option<Token>,
-    /// Bound listener addresses (a port 0 in the config becomes a real one).
-    listeners: Vec<(String, SocketAddr)>,
     feed: feed::Feed,
+    reloader: Option<Reloader>,
 }
 
 impl AdminState {
     pub fn new(config: Arc<Config>, clusters: Vec<Arc<Cluster>>, metrics: Arc<Metrics>) -> Self {
         Self {
-            config,
-            clusters,
+            view: ArcSwap::from_pointee(View {
+                config,
+                clusters,
+                listeners: Vec::new(),
+                generation: 1,
+                loaded_at: SystemTime::now(),
+            }),
             metrics,
             ready: AtomicBool::new(false),
             token: None,
-            listeners: Vec::new(),
             feed: feed::Feed::new(FEED_INTERVAL),
+            reloader: None,
         }
     }
 
@@ -86,9 +121,32 @@ impl AdminState {
 
     /// The addresses listeners actually bound, shown by `/routes` and the
     /// dashboard instead of the configured ones.
-    pub fn with_listener_addrs(mut self, listeners: Vec<(String, SocketAddr)>) -> Self {
-        self.listeners = listeners;
+    pub fn with_listener_addrs(self, listeners: Vec<(String, SocketAddr)>) -> Self {
+        let view = self.view.load_full();
+        self.view.store(Arc::new(View {
+            config: view.config.clone(),
+            clusters: view.clusters.clone(),
+            listeners,
+            generation: view.generation,
+            loaded_at: view.loaded_at,
+        }));
         self
+    }
+
+    /// Where `POST /reload` sends its requests; without one it answers 503.
+    pub fn with_reloader(mut self, reloader: Reloader) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// The generation serving now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// Makes a reloaded generation the one every endpoint shows.
+    pub fn publish(&self, view: View) {
+        self.view.store(Arc::new(view));
     }
 
     /// How often the live feed samples (default [`FEED_INTERVAL`]).
@@ -106,21 +164,13 @@ impl AdminState {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// The address a listener bound, or its configured one.
-    fn listener_addr(&self, name: &str, configured: SocketAddr) -> SocketAddr {
-        self.listeners
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(configured, |(_, a)| *a)
-    }
-
     /// Copies live cluster state into the gauges just before a scrape.
     fn refresh_gauges(&self) {
         use switchyard_telemetry::metrics::{
             ClusterLabels, ENDPOINT_STATES, EndpointLabels, EndpointStateLabels,
         };
         let m = &self.metrics;
-        for c in &self.clusters {
+        for c in &self.view().clusters {
             let snap = c.snapshot();
             let cl = ClusterLabels {
                 cluster: snap.name.clone(),
@@ -171,6 +221,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/clusters", get(clusters))
         .route("/config", get(config))
+        .route("/reload", post(reload::reload))
         .route("/routes", get(routes::routes))
         .route("/events", get(feed::events))
         .route("/snapshot", get(feed::snapshot))
@@ -205,7 +256,7 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let settings = serve_settings(&state.config.admin);
+    let settings = serve_settings(&state.view().config.admin);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(feed::run(state.clone(), stop_rx.clone()));
     let mut server_stop = stop_rx;
@@ -269,12 +320,32 @@ struct ClustersBody {
 
 async fn clusters(State(state): State<Arc<AdminState>>) -> Json<ClustersBody> {
     Json(ClustersBody {
-        clusters: state.clusters.iter().map(|c| c.snapshot()).collect(),
+        clusters: state.view().clusters.iter().map(|c| c.snapshot()).collect(),
     })
 }
 
-async fn config(State(state): State<Arc<AdminState>>) -> Json<Arc<Config>> {
-    Json(state.config.clone())
+/// `/config`: the configuration's own keys, plus which generation it is.
+#[derive(Serialize)]
+struct ConfigBody<'a> {
+    generation: u64,
+    /// When this generation started serving (Unix seconds).
+    loaded_at: u64,
+    #[serde(flatten)]
+    config: &'a Config,
+}
+
+async fn config(State(state): State<Arc<AdminState>>) -> Response {
+    let view = state.view();
+    let loaded_at = view
+        .loaded_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Json(ConfigBody {
+        generation: view.generation,
+        loaded_at,
+        config: &view.config,
+    })
+    .into_response()
 }
 
 #[cfg(test)]

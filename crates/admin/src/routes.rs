@@ -16,7 +16,7 @@ use switchyard_config::{
     RouteConfig, RouteMatch, format_duration,
 };
 
-use crate::AdminState;
+use crate::{AdminState, View};
 
 #[derive(Serialize)]
 pub(crate) struct RoutesBody<'a> {
@@ -97,11 +97,11 @@ fn hedge_summary(h: &HedgePolicy) -> String {
     )
 }
 
-fn listener_routes<'a>(state: &AdminState, l: &'a ListenerConfig) -> ListenerRoutes<'a> {
+fn listener_routes<'a>(view: &View, l: &'a ListenerConfig) -> ListenerRoutes<'a> {
     ListenerRoutes {
         name: &l.name,
         protocol: protocol_name(l.protocol),
-        address: state.listener_addr(&l.name, l.listen).to_string(),
+        address: view.listener_addr(&l.name, l.listen).to_string(),
         cluster: l.cluster.as_deref(),
         routes: l
             .routes
@@ -122,12 +122,13 @@ fn listener_routes<'a>(state: &AdminState, l: &'a ListenerConfig) -> ListenerRou
 }
 
 pub(crate) async fn routes(State(state): State<Arc<AdminState>>) -> Response {
+    let view = state.view();
     let body = RoutesBody {
-        listeners: state
+        listeners: view
             .config
             .listeners
             .iter()
-            .map(|l| listener_routes(&state, l))
+            .map(|l| listener_routes(&view, l))
             .collect(),
     };
     Json(&body).into_response()

@@ -19,7 +19,7 @@ use switchyard_stack::cluster::ClusterSnapshot;
 use switchyard_telemetry::live::LiveSnapshot;
 
 use crate::{
-    AdminState,
+    AdminState, View,
     routes::{protocol_name, route_clusters},
 };
 
@@ -210,7 +210,8 @@ impl Sampler {
     /// Reads the live state and returns the next snapshot.
     pub(crate) fn tick(&mut self, state: &AdminState) -> FeedSnapshot {
         let now = Instant::now();
-        let clusters: Vec<ClusterSnapshot> = state.clusters.iter().map(|c| c.snapshot()).collect();
+        let view = state.view();
+        let clusters: Vec<ClusterSnapshot> = view.clusters.iter().map(|c| c.snapshot()).collect();
         let sample = Sample {
             at: now,
             routes: state
@@ -249,11 +250,11 @@ impl Sampler {
             version: env!("CARGO_PKG_VERSION"),
             ready: state.is_ready(),
             window_s: secs,
-            listeners: listeners(state),
-            routes: routes(state, &sample, base, secs),
+            listeners: listeners(&view),
+            routes: routes(&view, &sample, base, secs),
             clusters: clusters
                 .iter()
-                .map(|c| cluster_view(state, c, &sample, base, secs))
+                .map(|c| cluster_view(&view, c, &sample, base, secs))
                 .collect(),
             changes: Vec::new(),
         };
@@ -312,9 +313,8 @@ impl Sampler {
     }
 }
 
-fn listeners(state: &AdminState) -> Vec<ListenerView> {
-    state
-        .config
+fn listeners(view: &View) -> Vec<ListenerView> {
+    view.config
         .listeners
         .iter()
         .map(|l| {
@@ -332,7 +332,7 @@ fn listeners(state: &AdminState) -> Vec<ListenerView> {
             ListenerView {
                 name: l.name.clone(),
                 protocol: protocol_name(l.protocol),
-                address: state.listener_addr(&l.name, l.listen).to_string(),
+                address: view.listener_addr(&l.name, l.listen).to_string(),
                 routes: l.routes.iter().map(|r| r.name.clone()).collect(),
                 clusters,
             }
@@ -348,9 +348,9 @@ fn window_rates(now: &LiveSnapshot, base: Option<&LiveSnapshot>, secs: f64) -> R
     }
 }
 
-fn routes(state: &AdminState, now: &Sample, base: Option<&Sample>, secs: f64) -> Vec<RouteView> {
+fn routes(view: &View, now: &Sample, base: Option<&Sample>, secs: f64) -> Vec<RouteView> {
     let mut out = Vec::new();
-    for l in &state.config.listeners {
+    for l in &view.config.listeners {
         for r in &l.routes {
             let key = (l.name.clone(), r.name.clone());
             let Some(cur) = now.routes.get(&key) else {
@@ -372,13 +372,13 @@ fn routes(state: &AdminState, now: &Sample, base: Option<&Sample>, secs: f64) ->
 }
 
 fn cluster_view(
-    state: &AdminState,
+    view: &View,
     c: &ClusterSnapshot,
     now: &Sample,
     base: Option<&Sample>,
     secs: f64,
 ) -> ClusterView {
-    let cfg = state.config.clusters.iter().find(|cc| cc.name == c.name);
+    let cfg = view.config.clusters.iter().find(|cc| cc.name == c.name);
     let per_sec = |delta: u64| if secs > 0.0 { delta as f64 / secs } else { 0.0 };
     let decision_rates = match base.and_then(|b| b.decisions.get(&c.name)) {
         Some(before) => c

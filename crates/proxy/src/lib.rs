@@ -9,28 +9,27 @@
 //! - [`Proxy::run`] serves until a shutdown signal, then drains: readiness
 //!   turns to 503, listeners stop accepting, HTTP/2 connections get GOAWAY
 //!   and in-flight requests get the configured grace period.
+//! - While it runs, [`Proxy::reloader`] (SIGHUP, `POST /reload`) applies a
+//!   new configuration without a restart ([`reload`]); the parts of one
+//!   generation are built in `parts.rs`.
 
 pub mod discovery;
+mod parts;
+pub mod reload;
 
-use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::SystemTime};
 
-use switchyard_admin::AdminState;
-use switchyard_config::{Config, ListenerProtocol};
-use switchyard_stack::{
-    cluster::{Cluster, L4Protocol},
-    drain,
-    error::ErrorKind,
-    proxy::HttpProxy,
-    route::Router,
-    server::{self, proxy_protocol::Trusted},
-    tcp, udp,
-};
-use switchyard_telemetry::Metrics;
-use tokio::{net::TcpListener, task::JoinSet};
+use switchyard_admin::{AdminState, ReloadRequest, View};
+use switchyard_config::Config;
+use switchyard_stack::{cluster::Cluster, server};
+use switchyard_telemetry::{Metrics, trace::Tracer};
+use tokio::{net::TcpListener, sync::mpsc};
 use tracing::{info, warn};
 
-use discovery::ClusterDiscovery;
 pub use discovery::DiscoveryOptions;
+use parts::{ClusterEntry, ListenerEntry};
+pub use reload::Loader;
+pub use switchyard_admin::{ReloadChanges, ReloadOutcome, Reloader};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +75,6 @@ pub enum StartError {
     },
 }
 
-/// The sources a listener reads PROXY protocol headers from.
-fn trusted(lc: &switchyard_config::ListenerConfig) -> Option<Trusted> {
-    lc.proxy_protocol
-        .as_ref()
-        .map(|p| Trusted::new(p.trusted.clone()))
-}
-
 fn cluster_tls(cluster: &str, source: server::tls::TlsError) -> StartError {
     StartError::ClusterTls {
         cluster: cluster.to_owned(),
@@ -90,37 +82,26 @@ fn cluster_tls(cluster: &str, source: server::tls::TlsError) -> StartError {
     }
 }
 
-enum Bound {
-    Http {
-        listener: TcpListener,
-        proxy: Arc<HttpProxy>,
-        cfg: switchyard_config::HttpServerConfig,
-        tls: Option<server::tls::TlsAcceptor>,
-        trusted: Option<Trusted>,
-    },
-    Tcp {
-        listener: TcpListener,
-        trusted: Option<Trusted>,
-        cluster: Arc<Cluster>,
-        idle: Duration,
-        tls: Option<server::tls::TlsAcceptor>,
-    },
-    Udp {
-        socket: tokio::net::UdpSocket,
-        cluster: Arc<Cluster>,
-        session_timeout: Duration,
-    },
-}
-
 /// A proxy with every socket bound, ready to run.
 pub struct Proxy {
     config: Arc<Config>,
-    admin: TcpListener,
+    /// Taken by the admin server when the proxy runs.
+    admin: Option<TcpListener>,
+    admin_addr: SocketAddr,
     state: Arc<AdminState>,
-    clusters: HashMap<String, Arc<Cluster>>,
-    listeners: Vec<(String, SocketAddr, Bound)>,
-    /// Running discovery of the dynamic clusters; stops when dropped.
-    discoveries: Vec<ClusterDiscovery>,
+    metrics: Arc<Metrics>,
+    discovery_options: DiscoveryOptions,
+    tracer: Option<Arc<Tracer>>,
+    /// By name; each holds its running discovery, which stops when dropped.
+    clusters: HashMap<String, ClusterEntry>,
+    /// In configuration order.
+    listeners: Vec<ListenerEntry>,
+    generation: u64,
+    /// Reads the configuration again for a reload; without one a reload
+    /// is refused.
+    loader: Option<Loader>,
+    reloader: Reloader,
+    reloads: mpsc::Receiver<ReloadRequest>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -156,164 +137,81 @@ impl Proxy {
         let env_token = std::env::var(switchyard_admin::TOKEN_ENV).ok();
         let token = switchyard_admin::Token::resolve(&config.admin, env_token.as_deref())?;
         let config = Arc::new(config);
-        let mut clusters = HashMap::new();
-        let mut discoveries = Vec::new();
-        for cc in &config.clusters {
-            let cluster =
-                Arc::new(Cluster::new(cc, metrics.clone()).map_err(|e| cluster_tls(&cc.name, e))?);
-            let started =
-                discovery::start(cc, cluster.clone(), &discovery_options).map_err(|source| {
-                    StartError::Discovery {
-                        cluster: cc.name.clone(),
-                        source,
-                    }
-                })?;
-            discoveries.extend(started);
-            clusters.insert(cc.name.clone(), cluster);
-        }
-        // Every source resolves concurrently; this waits for the slowest,
-        // bounded by one shared deadline.
-        let deadline = tokio::time::Instant::now() + discovery_options.initial_wait;
-        for d in &discoveries {
-            d.wait_synced(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                .await;
-        }
         let tracer = match &config.tracing {
-            Some(t) => Some(switchyard_telemetry::trace::Tracer::start(
-                t,
-                Some(metrics.spans()),
-            )?),
+            Some(t) => Some(Tracer::start(t, Some(metrics.spans()))?),
             None => None,
         };
-        let error_kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
-        let mut listeners = Vec::new();
-        for lc in &config.listeners {
-            let bind_err = |source| StartError::Bind {
-                name: lc.name.clone(),
-                addr: lc.listen,
-                source,
-            };
-            let bound = match lc.protocol {
-                ListenerProtocol::Http => {
-                    let router = Router::new(&lc.name, &lc.routes, &clusters, &metrics)?;
-                    let proxy = HttpProxy::new(
-                        &lc.name,
-                        router,
-                        metrics.listener(&lc.name, &error_kinds),
-                        config.log.access_log,
-                    )
-                    .with_tracer(tracer.clone())
-                    .with_identity_header(
-                        lc.tls.as_ref().and_then(|t| t.identity_header.as_deref()),
-                    );
-                    let tls = lc
-                        .tls
-                        .as_ref()
-                        .map(|t| tls_acceptor(&lc.name, t))
-                        .transpose()?;
-                    Bound::Http {
-                        listener: server::bind(lc.listen).map_err(bind_err)?,
-                        proxy: Arc::new(proxy),
-                        cfg: lc.http.clone(),
-                        tls,
-                        trusted: trusted(lc),
-                    }
-                }
-                ListenerProtocol::Tcp | ListenerProtocol::Udp => {
-                    let name = lc.cluster.as_deref().unwrap_or_default();
-                    let cluster =
-                        clusters
-                            .get(name)
-                            .cloned()
-                            .ok_or_else(|| StartError::Listener {
-                                name: lc.name.clone(),
-                                what: format!("unknown cluster {name}"),
-                            })?;
-                    // Before anything serves: /clusters and /metrics show
-                    // it as an L4 cluster from the start.
-                    cluster.set_l4(if lc.protocol == ListenerProtocol::Tcp {
-                        L4Protocol::Tcp
-                    } else {
-                        L4Protocol::Udp
-                    });
-                    if lc.protocol == ListenerProtocol::Tcp {
-                        let tls = lc
-                            .tls
-                            .as_ref()
-                            .map(|t| tls_acceptor(&lc.name, t))
-                            .transpose()?;
-                        Bound::Tcp {
-                            listener: tcp::bind(lc.listen).map_err(bind_err)?,
-                            cluster,
-                            idle: lc.tcp_idle_timeout,
-                            tls,
-                            trusted: trusted(lc),
-                        }
-                    } else {
-                        Bound::Udp {
-                            socket: udp::bind(lc.listen).await.map_err(bind_err)?,
-                            cluster,
-                            session_timeout: lc.udp_session_timeout,
-                        }
-                    }
-                }
-            };
-            let addr = match &bound {
-                Bound::Http { listener, .. } | Bound::Tcp { listener, .. } => {
-                    listener.local_addr().unwrap_or(lc.listen)
-                }
-                Bound::Udp { socket, .. } => socket.local_addr().unwrap_or(lc.listen),
-            };
-            listeners.push((lc.name.clone(), addr, bound));
-        }
+        let staged = parts::stage(
+            &config,
+            &HashMap::new(),
+            &[],
+            &metrics,
+            &discovery_options,
+            tracer.clone(),
+        )
+        .await?;
         let admin = switchyard_admin::bind(config.admin.listen)
             .await
             .map_err(|source| StartError::BindAdmin {
                 addr: config.admin.listen,
                 source,
             })?;
-        // In configuration order, which the admin API and dashboard show.
-        let ordered = config
-            .clusters
-            .iter()
-            .filter_map(|cc| clusters.get(&cc.name).cloned())
-            .collect();
+        let (clusters, listeners) = staged.into_first();
+        let (reloader, reloads) = Reloader::channel();
         let state = Arc::new(
-            AdminState::new(config.clone(), ordered, metrics)
+            AdminState::new(config.clone(), ordered(&config, &clusters), metrics.clone())
                 .with_token(token)
-                .with_listener_addrs(listeners.iter().map(|(n, a, _)| (n.clone(), *a)).collect()),
+                .with_listener_addrs(listener_addrs(&listeners))
+                .with_reloader(reloader.clone()),
         );
+        let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
         Ok(Self {
             config,
-            admin,
+            admin: Some(admin),
+            admin_addr,
             state,
+            metrics,
+            discovery_options,
+            tracer,
             clusters,
             listeners,
-            discoveries,
+            generation: 1,
+            loader: None,
+            reloader,
+            reloads,
         })
+    }
+
+    /// Where a reload reads the configuration from (the binary passes one
+    /// that reads and validates the configuration file again).
+    pub fn with_loader(mut self, loader: Loader) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// Asks the running proxy to reload; SIGHUP and `POST /reload` use one.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Actual listener addresses (port 0 in the config becomes a real port).
     pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|(n, a, _)| (n.clone(), *a))
-            .collect()
+        listener_addrs(&self.listeners)
     }
 
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, a, _)| *a)
+            .find(|l| l.name() == name)
+            .map(ListenerEntry::addr)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().unwrap_or(self.config.admin.listen)
+        self.admin_addr
     }
 
     pub fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
-        self.clusters.get(name).cloned()
+        self.clusters.get(name).map(|c| c.cluster.clone())
     }
 
     pub fn admin_state(&self) -> Arc<AdminState> {
@@ -322,97 +220,86 @@ impl Proxy {
 
     /// Serves until `shutdown` resolves, then drains within the configured
     /// grace period. Returns whether every connection finished in time.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> bool {
-        let grace = self.config.runtime.shutdown_grace;
-        let (signal, watch) = drain::channel();
-        let mut tasks = JoinSet::new();
-        // Discovery keeps updating clusters until the proxy has drained.
-        let _discoveries = self.discoveries;
-        for (name, addr, bound) in self.listeners {
-            let watch = watch.clone();
-            match bound {
-                Bound::Http {
-                    listener,
-                    proxy,
-                    cfg,
-                    tls,
-                    trusted,
-                } => {
-                    info!(listener = %name, %addr, tls = tls.is_some(), proxy_protocol = trusted.is_some(), "serving http");
-                    tasks.spawn(server::serve_http(
-                        listener, proxy, cfg, tls, trusted, watch,
-                    ));
-                }
-                Bound::Tcp {
-                    listener,
-                    cluster,
-                    idle,
-                    tls,
-                    trusted,
-                } => {
-                    info!(listener = %name, %addr, cluster = cluster.name(), tls = tls.is_some(), proxy_protocol = trusted.is_some(), "serving tcp");
-                    tasks.spawn(tcp::serve_tcp(listener, cluster, idle, tls, trusted, watch));
-                }
-                Bound::Udp {
-                    socket,
-                    cluster,
-                    session_timeout,
-                } => {
-                    info!(listener = %name, %addr, cluster = cluster.name(), "serving udp");
-                    tasks.spawn(udp::serve_udp(socket, cluster, session_timeout, watch));
-                }
-            }
+    /// Reload requests are applied one at a time in between.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> bool {
+        for listener in &mut self.listeners {
+            listener.start();
         }
-        // Active health checks, for clusters that configure them.
-        for cluster in self.clusters.values() {
-            if cluster.health_check().is_some() {
-                tasks.spawn(switchyard_stack::cluster::health::run(
-                    cluster.clone(),
-                    watch.clone(),
-                ));
-            }
+        // Active health checks and idle-connection sweeps.
+        for cluster in self.clusters.values_mut() {
+            cluster.start();
         }
-        // Idle upstream connections are closed in the background so that they
-        // do not hold file descriptors when traffic stops.
-        for cluster in self.clusters.values() {
-            let cluster = cluster.clone();
-            let mut w = watch.clone();
-            tasks.spawn(async move {
-                let period = (cluster.idle_timeout() / 2).max(Duration::from_millis(100));
-                let mut tick = tokio::time::interval(period);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => cluster.sweep(),
-                        _ = w.signaled() => return,
-                    }
-                }
-            });
-        }
-        drop(watch);
         let state = self.state.clone();
         let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let admin_addr = self.admin.local_addr().ok();
-        let admin = tokio::spawn(switchyard_admin::serve(self.admin, state.clone(), async {
-            let _ = admin_stop_rx.await;
-        }));
-        info!(
-            admin = admin_addr.map(tracing::field::display),
-            "admin listening"
-        );
+        let admin = self.admin.take().map(|listener| {
+            tokio::spawn(switchyard_admin::serve(listener, state.clone(), async {
+                let _ = admin_stop_rx.await;
+            }))
+        });
+        info!(admin = %self.admin_addr, "admin listening");
         state.set_ready(true);
-
-        shutdown.await;
+        // Listeners a reload removed, finishing their connections.
+        let mut retired = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(request) = self.reloads.recv() => {
+                    let outcome = self.reload(&mut retired).await;
+                    let _ = request.reply.send(outcome);
+                }
+                Some(_) = retired.join_next() => {}
+            }
+        }
+        // No reload starts once draining has begun.
+        self.reloads.close();
+        let grace = self.config.runtime.shutdown_grace;
         info!(grace = ?grace, "shutting down: draining connections");
         state.set_ready(false);
-        let drained = tokio::time::timeout(grace, signal.drain()).await.is_ok();
+        // Every listener drains at once, alongside any a reload retired.
+        for listener in std::mem::take(&mut self.listeners) {
+            retired.spawn(listener.drain(grace));
+        }
+        let mut drained = true;
+        while let Some(done) = retired.join_next().await {
+            drained &= done.unwrap_or(false);
+        }
         if !drained {
             warn!("grace period over with connections still open; closing them");
         }
-        tasks.abort_all();
         let _ = admin_stop_tx.send(());
-        let _ = admin.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         drained
     }
+
+    /// The admin view of what serves now.
+    fn publish(&self) {
+        self.state.publish(View {
+            config: self.config.clone(),
+            clusters: ordered(&self.config, &self.clusters),
+            listeners: listener_addrs(&self.listeners),
+            generation: self.generation,
+            loaded_at: SystemTime::now(),
+        });
+    }
+}
+
+/// Clusters in configuration order, which the admin API and dashboard show.
+fn ordered(config: &Config, clusters: &HashMap<String, ClusterEntry>) -> Vec<Arc<Cluster>> {
+    config
+        .clusters
+        .iter()
+        .filter_map(|cc| clusters.get(&cc.name).map(|c| c.cluster.clone()))
+        .collect()
+}
+
+fn listener_addrs(listeners: &[ListenerEntry]) -> Vec<(String, SocketAddr)> {
+    listeners
+        .iter()
+        .map(|l| (l.name().to_owned(), l.addr()))
+        .collect()
 }
 
 /// The TLS acceptor of listener `name`, or why its files cannot be used.

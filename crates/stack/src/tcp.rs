@@ -25,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
@@ -46,6 +47,26 @@ use crate::{
 /// to finish its handshake (the HTTP listeners' default header read timeout).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a tcp listener sends its connections to, and how. A reload swaps
+/// it whole; each connection uses the one current when it is accepted.
+pub struct TcpSite {
+    pub cluster: Arc<Cluster>,
+    pub idle_timeout: Duration,
+    pub tls: Option<TlsAcceptor>,
+    pub trusted: Option<Trusted>,
+}
+
+impl std::fmt::Debug for TcpSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpSite")
+            .field("cluster", &self.cluster.name())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("tls", &self.tls.is_some())
+            .field("trusted", &self.trusted)
+            .finish()
+    }
+}
+
 /// Accepts and proxies connections until `watch` signals draining; open
 /// connections then continue until they close or `watch`'s owner stops
 /// waiting.
@@ -56,14 +77,11 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// plaintext).
 pub async fn serve_tcp(
     listener: TcpListener,
-    cluster: Arc<Cluster>,
-    idle_timeout: Duration,
-    tls: Option<TlsAcceptor>,
-    trusted: Option<Trusted>,
+    site: Arc<ArcSwap<TcpSite>>,
     mut watch: drain::Watch,
 ) {
     // Normally done when the listener was built; idempotent.
-    cluster.set_l4(L4Protocol::Tcp);
+    site.load().cluster.set_l4(L4Protocol::Tcp);
     let listen_addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -85,10 +103,12 @@ pub async fn serve_tcp(
             _ = watch.signaled() => break,
         };
         accept_errors.succeeded();
-        let cluster = cluster.clone();
+        let current = site.load_full();
+        let cluster = current.cluster.clone();
+        let idle_timeout = current.idle_timeout;
         let watch = watch.clone();
-        let tls = tls.clone();
-        let trusted = trusted.clone();
+        let tls = current.tls.clone();
+        let trusted = current.trusted.clone();
         conns.spawn(async move {
             let mut stream = stream;
             let _ = stream.set_nodelay(true);

@@ -19,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use switchyard_balance::Target;
 use tokio::{net::UdpSocket, time::Instant};
 use tracing::{debug, warn};
@@ -49,15 +50,19 @@ pub async fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::bind(addr).await
 }
 
+/// Where a udp listener sends its sessions. A reload swaps it whole; a
+/// session keeps the endpoint and timeout it started with, new sessions use
+/// the current site.
+#[derive(Debug)]
+pub struct UdpSite {
+    pub cluster: Arc<Cluster>,
+    pub session_timeout: Duration,
+}
+
 /// Relays datagrams until `watch` signals draining.
-pub async fn serve_udp(
-    socket: UdpSocket,
-    cluster: Arc<Cluster>,
-    session_timeout: Duration,
-    mut watch: drain::Watch,
-) {
+pub async fn serve_udp(socket: UdpSocket, site: Arc<ArcSwap<UdpSite>>, mut watch: drain::Watch) {
     // Normally done when the listener was built; idempotent.
-    cluster.set_l4(L4Protocol::Udp);
+    site.load().cluster.set_l4(L4Protocol::Udp);
     let socket = Arc::new(socket);
     let flows: Flows = Arc::new(Mutex::new(HashMap::new()));
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -78,7 +83,9 @@ pub async fn serve_udp(
         let flow = match existing {
             Some(f) => f,
             None => {
-                match open_flow(&socket, &flows, &cluster, client, session_timeout, &watch).await {
+                let current = site.load_full();
+                let (cluster, timeout) = (&current.cluster, current.session_timeout);
+                match open_flow(&socket, &flows, cluster, client, timeout, &watch).await {
                     Some(f) => f,
                     None => continue,
                 }

@@ -32,8 +32,8 @@ use prometheus_client::{
 };
 
 pub use handles::{
-    ClusterMetrics, DiscoveryMetrics, FaultCounters, HealthCheckMetrics, ListenerMetrics,
-    RouteMetrics, SpanMetrics,
+    ClusterMetrics, ConfigMetrics, DiscoveryMetrics, FaultCounters, HealthCheckMetrics,
+    ListenerMetrics, RouteMetrics, SpanMetrics,
 };
 pub use labels::*;
 
@@ -88,6 +88,7 @@ pub struct Metrics {
     discovery_errors: Family<ClusterLabels, Counter>,
     discovery_age: Family<ClusterLabels, F64Gauge>,
     spans: SpanMetrics,
+    config: ConfigMetrics,
     process_resident: Gauge,
     process_virtual: Gauge,
     process_fds: Gauge,
@@ -241,6 +242,11 @@ impl Metrics {
         }
     }
 
+    /// Configuration reload counters and the serving generation.
+    pub fn config(&self) -> &ConfigMetrics {
+        &self.config
+    }
+
     /// Span export counters, for the trace exporter.
     pub fn spans(&self) -> SpanMetrics {
         self.spans.clone()
@@ -283,6 +289,21 @@ impl Metrics {
         lock(&self.endpoint_live)
             .get(&(cluster.to_owned(), endpoint.to_owned()))
             .cloned()
+    }
+
+    /// Removes the gauges of a cluster a reload removed, and its endpoints'
+    /// series, so that `/metrics` does not keep reporting what no longer
+    /// exists. Its counters stay (they only ever grow).
+    pub fn forget_cluster<'a>(&self, cluster: &str, endpoints: impl IntoIterator<Item = &'a str>) {
+        for endpoint in endpoints {
+            self.forget_endpoint(cluster, endpoint);
+        }
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        self.upstream_connections.remove(&labels);
+        self.endpoints.remove(&labels);
+        self.discovery_age.remove(&labels);
     }
 
     /// Drops every series of an endpoint that left its cluster, so that churn

@@ -37,11 +37,36 @@ impl TestProxy {
         text.push_str(toml);
         let config = switchyard_config::parse(&text, "test.toml")
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
-        let cluster_names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
         let metrics = Arc::new(switchyard_telemetry::Metrics::new());
         let proxy = Proxy::bind_with(config, metrics, discovery)
             .await
             .expect("proxy binds");
+        Self::run(proxy).await
+    }
+
+    /// Starts a proxy from the configuration file at `path`, which a reload
+    /// (`POST /reload`) reads again, as the binary does.
+    pub async fn start_from_file(path: &std::path::Path) -> TestProxy {
+        let config = switchyard_config::load(path)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let proxy = Proxy::bind(config).await.expect("proxy binds");
+        let path = path.to_owned();
+        let loader: switchyard_proxy::Loader = Arc::new(move || {
+            switchyard_config::load(&path)
+                .map_err(|e| e.errors.iter().map(ToString::to_string).collect())
+        });
+        Self::run(proxy.with_loader(loader)).await
+    }
+
+    async fn run(proxy: Proxy) -> TestProxy {
+        let cluster_names: Vec<String> = proxy
+            .admin_state()
+            .view()
+            .config
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         let addrs = proxy.listener_addrs();
         let admin = proxy.admin_addr();
         let clusters = cluster_names

@@ -161,6 +161,44 @@ impl Cluster {
         })
     }
 
+    /// Whether two configurations of a cluster open and pool connections
+    /// to endpoints the same way (protocol, timeouts, pool sizes, TLS), so
+    /// that a reload can hand the endpoints over with their pools and state
+    /// ([`Cluster::adopt_endpoints`]). Mirrors what [`Cluster::new`] puts in
+    /// the pool settings.
+    pub fn connects_alike(a: &ClusterConfig, b: &ClusterConfig) -> bool {
+        a.protocol == b.protocol
+            && a.connect_timeout == b.connect_timeout
+            && a.idle_timeout == b.idle_timeout
+            && a.max_idle_per_endpoint == b.max_idle_per_endpoint
+            && a.limits.max_connections == b.limits.max_connections
+            && a.limits.max_pending == b.limits.max_pending
+            && a.tls == b.tls
+    }
+
+    /// Starts with `previous`'s endpoints, as they are: their load, latency
+    /// estimate, ejection and health state and pooled connections carry
+    /// over, and requests in flight on them keep counting. For a reload
+    /// that changed a cluster's policy but not how it connects
+    /// ([`Cluster::connects_alike`]); the next discovery update applies to
+    /// the adopted set as it would have to the old one.
+    pub fn adopt_endpoints(&mut self, previous: &Cluster) {
+        // The endpoints' pools hold the old settings, which are equal.
+        self.settings = previous.settings.clone();
+        let members = previous
+            .members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        // In the balancer's order, which round-robin follows.
+        let list = previous.endpoints().to_vec();
+        *self
+            .members
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = members;
+        self.balancer.update(list);
+    }
+
     /// Records that a tcp or udp listener uses this cluster: `/clusters`
     /// then reports it as `tcp`/`udp` instead of its HTTP upstream
     /// protocol, and its endpoints count connections, sessions and bytes

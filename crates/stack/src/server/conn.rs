@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{rt::TokioIo, server::conn::auto};
 use tokio::{
@@ -37,7 +38,10 @@ pub(super) struct Settings {
 }
 
 pub(super) struct Conn {
+    /// The proxy current at the accept: the connection's metrics.
     pub proxy: Arc<HttpProxy>,
+    /// Where each request finds the proxy current when it arrives.
+    pub site: Arc<ArcSwap<super::HttpSite>>,
     pub builder: Arc<auto::Builder<StreamExecutor>>,
     pub clients: Arc<ClientLimits>,
     pub settings: Arc<Settings>,
@@ -119,11 +123,12 @@ impl Conn {
             started: AtomicBool::new(false),
         });
         let streams = ConnStreams::new(Some(self.clients.slot(peer.ip())));
-        let proxy = self.proxy.clone();
+        let site = self.site.clone();
         let act = activity.clone();
         let svc_streams = streams.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let proxy = proxy.clone();
+            // One refcount per request; a reload in between is seen here.
+            let proxy = site.load().proxy.clone();
             let streams = svc_streams.clone();
             // A guard, not a decrement after the await: hyper drops the
             // future of a request whose HTTP/2 stream the client reset.

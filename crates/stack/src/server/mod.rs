@@ -8,6 +8,7 @@ pub mod tls;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use hyper_util::{rt::TokioTimer, server::conn::auto};
 use switchyard_config::HttpServerConfig;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
@@ -53,6 +54,77 @@ fn builder(cfg: &HttpServerConfig) -> auto::Builder<StreamExecutor> {
     b
 }
 
+/// What an http listener serves with: its request path and its server
+/// settings. A reload swaps it whole ([`ArcSwap`]): each connection takes
+/// the server settings current when it is accepted, and each request the
+/// proxy (routes, clusters) current when it arrives, so a keep-alive
+/// connection follows a reload from its next request while requests in
+/// flight finish on what they started with.
+pub struct HttpSite {
+    pub proxy: Arc<HttpProxy>,
+    pub cfg: HttpServerConfig,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub trusted: Option<proxy_protocol::Trusted>,
+}
+
+impl std::fmt::Debug for HttpSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSite")
+            .field("proxy", &self.proxy)
+            .field("cfg", &self.cfg)
+            .field("tls", &self.tls.is_some())
+            .field("trusted", &self.trusted)
+            .finish()
+    }
+}
+
+/// The per-listener serving state built from an [`HttpSite`]'s settings;
+/// rebuilt when a reload changes them.
+struct Serving {
+    builder: Arc<auto::Builder<StreamExecutor>>,
+    limit: Arc<Semaphore>,
+    settings: Arc<conn::Settings>,
+    clients: Arc<ClientLimits>,
+}
+
+impl Serving {
+    fn new(cfg: &HttpServerConfig) -> Self {
+        Self {
+            builder: Arc::new(builder(cfg)),
+            limit: Arc::new(Semaphore::new(cfg.max_connections)),
+            settings: Self::settings(cfg),
+            clients: ClientLimits::new(cfg.max_requests_per_client),
+        }
+    }
+
+    fn settings(cfg: &HttpServerConfig) -> Arc<conn::Settings> {
+        Arc::new(conn::Settings {
+            max_age: cfg.max_connection_age,
+            idle_timeout: cfg.idle_timeout,
+            first_request_timeout: cfg.header_read_timeout,
+            streams: StreamTimeouts {
+                send: cfg.send_timeout,
+                idle: cfg.stream_idle_timeout,
+            },
+        })
+    }
+
+    /// Applies changed settings to connections accepted from now on. The
+    /// connection and per-client limits start afresh only when their value
+    /// changed: connections open before then count against the old limit
+    /// until they close.
+    fn reconfigure(&mut self, old: &HttpServerConfig, new: &HttpServerConfig) {
+        self.builder = Arc::new(builder(new));
+        self.settings = Self::settings(new);
+        if old.max_connections != new.max_connections {
+            self.limit = Arc::new(Semaphore::new(new.max_connections));
+        }
+        if old.max_requests_per_client != new.max_requests_per_client {
+            self.clients = ClientLimits::new(new.max_requests_per_client);
+        }
+    }
+}
+
 /// Accepts and serves connections until `watch` signals draining; every
 /// connection then finishes its in-flight requests (HTTP/2 gets GOAWAY,
 /// HTTP/1.1 closes after the current response). The connections belong to
@@ -63,31 +135,18 @@ fn builder(cfg: &HttpServerConfig) -> auto::Builder<StreamExecutor> {
 /// one); HTTP/2 is then chosen by ALPN.
 pub async fn serve_http(
     listener: TcpListener,
-    proxy: Arc<HttpProxy>,
-    cfg: HttpServerConfig,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    trusted: Option<proxy_protocol::Trusted>,
+    site: Arc<ArcSwap<HttpSite>>,
     mut watch: drain::Watch,
 ) {
-    let builder = Arc::new(builder(&cfg));
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
-    let settings = Arc::new(conn::Settings {
-        max_age: cfg.max_connection_age,
-        idle_timeout: cfg.idle_timeout,
-        first_request_timeout: cfg.header_read_timeout,
-        streams: StreamTimeouts {
-            send: cfg.send_timeout,
-            idle: cfg.stream_idle_timeout,
-        },
-    });
-    let clients = ClientLimits::new(cfg.max_requests_per_client);
+    let mut current = site.load_full();
+    let mut serving = Serving::new(&current.cfg);
     let mut conns = JoinSet::new();
     let mut accept_errors = switchyard_serve::AcceptErrors::default();
     loop {
         // Waiting for a permit before accepting pushes back on clients via
         // the kernel backlog instead of growing memory without bound.
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
+            p = serving.limit.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // the semaphore is never closed
             },
@@ -114,16 +173,25 @@ pub async fn serve_http(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
+        // A reload swapped the site: this connection is the first to use it.
+        let latest = site.load_full();
+        if !Arc::ptr_eq(&latest, &current) {
+            if latest.cfg != current.cfg {
+                serving.reconfigure(&current.cfg, &latest.cfg);
+            }
+            current = latest;
+        }
         let conn = conn::Conn {
-            proxy: proxy.clone(),
-            builder: builder.clone(),
-            clients: clients.clone(),
-            settings: settings.clone(),
+            proxy: current.proxy.clone(),
+            site: site.clone(),
+            builder: serving.builder.clone(),
+            clients: serving.clients.clone(),
+            settings: serving.settings.clone(),
             watch: watch.clone(),
         };
-        let tls = tls.clone();
-        let trusted = trusted.clone();
-        let handshake_timeout = cfg.header_read_timeout;
+        let tls = current.tls.clone();
+        let trusted = current.trusted.clone();
+        let handshake_timeout = current.cfg.header_read_timeout;
         conns.spawn(async move {
             let mut stream = stream;
             // A load balancer's PROXY header comes first, before TLS.

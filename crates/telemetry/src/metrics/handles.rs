@@ -213,6 +213,37 @@ impl UpdateStamp {
     }
 }
 
+/// Configuration reloads: `switchyard_config_reloads_total{result}` and
+/// `switchyard_config_generation`.
+#[derive(Clone, Debug)]
+pub struct ConfigMetrics {
+    pub(super) reloads_succeeded: Counter,
+    pub(super) reloads_failed: Counter,
+    pub(super) generation: Gauge,
+}
+
+impl ConfigMetrics {
+    /// A reload applied: `generation` now serves.
+    pub fn reloaded(&self, generation: u64) {
+        self.reloads_succeeded.inc();
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// A reload refused; the running configuration stays.
+    pub fn refused(&self) {
+        self.reloads_failed.inc();
+    }
+
+    pub fn succeeded_total(&self) -> u64 {
+        self.reloads_succeeded.get()
+    }
+
+    pub fn failed_total(&self) -> u64 {
+        self.reloads_failed.get()
+    }
+}
+
 /// Trace export outcome counters; the span exporter holds a clone.
 #[derive(Clone, Debug)]
 pub struct SpanMetrics {

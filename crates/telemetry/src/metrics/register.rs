@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::{Metric, Registry, Unit},
 };
 
-use super::{F64Gauge, Metrics, RouteLabels, SpanMetrics, latency_histogram};
+use super::{ConfigMetrics, F64Gauge, Metrics, RouteLabels, SpanMetrics, latency_histogram};
 
 /// Registers `metric` and returns it, so that construction reads as one
 /// list of families.
@@ -195,6 +195,26 @@ impl Metrics {
                 Counter::default(),
             ),
         };
+        let reloads = family::<Vec<(String, String)>, Counter>();
+        let reload = |result: &str| {
+            reloads.get_or_create_owned(&vec![("result".to_owned(), result.to_owned())])
+        };
+        let config = ConfigMetrics {
+            reloads_succeeded: reload("success"),
+            reloads_failed: reload("failure"),
+            generation: Gauge::default(),
+        };
+        r.register(
+            "config_reloads",
+            "Configuration reloads by result (success, failure)",
+            reloads,
+        );
+        r.register(
+            "config_generation",
+            "Generation of the configuration serving: 1 at start, one more per successful reload",
+            config.generation.clone(),
+        );
+        config.generation.set(1);
         let b = Unit::Bytes;
         let process_resident = reg(
             r,
@@ -256,6 +276,7 @@ impl Metrics {
             discovery_errors,
             discovery_age,
             spans,
+            config,
             process_resident,
             process_virtual,
             process_fds,
