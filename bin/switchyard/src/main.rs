@@ -68,6 +68,17 @@ enum Command {
             value_parser = parse_connections
         )]
         max_connections: usize,
+        /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+        /// --tls-key. Rotated files serve new handshakes within 5 s.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// With --tls-cert: require client certificates that chain to this
+        /// CA bundle (mutual TLS).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Bring up a whole local system (backends, proxy, load) and report.
     ///
@@ -227,6 +238,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             token_file,
             max_connections,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
             let level = cli.log_level.unwrap_or_else(|| "info".to_owned());
             let _log = switchyard_telemetry::logging::init(&level, format)?;
@@ -247,6 +261,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                     .await?
                     .max_connections(max_connections);
+                let server = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => server.tls(&switchyard_config::ListenerTls {
+                        certificates: vec![switchyard_config::TlsCertificate {
+                            server_names: Vec::new(),
+                            cert,
+                            key,
+                        }],
+                        client_ca: tls_client_ca,
+                        identity_header: None,
+                    })?,
+                    _ => server,
+                };
                 let (shutdown, hangups) = shutdown_signal();
                 tokio::spawn(hangups.ignore("the registry"));
                 server.run(shutdown).await?;

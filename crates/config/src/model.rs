@@ -587,11 +587,17 @@ pub enum Discovery {
     Registry {
         url: String,
         service: String,
+        /// Default `None`: an `https://` registry's certificate must chain
+        /// to the system's roots; set, to this PEM bundle instead.
+        ca: Option<std::path::PathBuf>,
     },
     Dns(DnsDiscovery),
     Etcd {
         endpoints: Vec<String>,
         prefix: String,
+        /// Default `None`: `https://` members' certificates must chain to
+        /// the system's roots; set, to this PEM bundle instead.
+        ca: Option<std::path::PathBuf>,
     },
 }
 

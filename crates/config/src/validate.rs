@@ -62,13 +62,13 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, admin: SocketAddr) {
     unique_names(ctx, "cluster", &refs.cluster_names);
     known_clusters(ctx, refs);
     listen_conflicts(ctx, refs, admin);
-    for (name, site) in refs.udp_clusters.iter().chain(&refs.route_clusters) {
+    for (name, site) in &refs.udp_clusters {
         if refs.proxy_protocol_clusters.contains(name) {
             ctx.report(
                 &site.span,
                 &site.path,
                 ErrorKind::Conflict(format!(
-                    "cluster {name} sends the PROXY protocol, which only tcp listeners support"
+                    "cluster {name} sends the PROXY protocol, which a udp listener cannot (it is for connections)"
                 )),
             );
         }

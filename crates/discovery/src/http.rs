@@ -1,18 +1,22 @@
 //! A minimal HTTP/1.1 JSON client for the registry API: one keep-alive
-//! connection, reopened when it breaks.
+//! connection, reopened when it breaks; `https://` URLs go over TLS
+//! (verified against a CA bundle, else the system's roots, and the URL's
+//! host name).
 //!
 //! Every call the registry API offers is idempotent (PUT, DELETE, GET), so
 //! a request that fails on a reused connection — the registry restarted
 //! and closed it — is sent once more on a fresh one.
 
-use std::time::Duration;
+use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// Why a request to the registry failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,9 @@ pub enum HttpError {
     },
     #[error("no answer from {authority} within {after:?}")]
     Timeout { authority: String, after: Duration },
+    /// Boxed: rustls' errors and the file paths make it the largest.
+    #[error("registry TLS settings: {0}")]
+    Tls(#[source] Box<switchyard_tls::TlsError>),
 }
 
 /// An answer: status, headers and the whole body.
@@ -43,39 +50,77 @@ pub struct HttpResponse {
     pub body: Bytes,
 }
 
-/// A client for one registry base URL (`http://host:port[/prefix]`).
-#[derive(Debug)]
+/// A client for one registry base URL (`http[s]://host:port[/prefix]`).
 pub struct HttpClient {
     authority: String,
     base_path: String,
     token: Option<HeaderValue>,
+    /// For `https://`: the TLS settings and the name the certificate must
+    /// carry (the URL's host).
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     conn: Option<SendRequest<Full<Bytes>>>,
 }
 
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("authority", &self.authority)
+            .field("base_path", &self.base_path)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .finish_non_exhaustive()
+    }
+}
+
 impl HttpClient {
+    /// A client for `url`; an `https://` one trusts the system's roots.
     pub fn new(url: &str) -> Result<Self, HttpError> {
+        Self::with_ca(url, None)
+    }
+
+    /// A client for `url`; an `https://` one trusts `ca` (a PEM bundle),
+    /// else the system's roots. A CA with an `http://` URL is refused:
+    /// whoever set one expects TLS.
+    pub fn with_ca(url: &str, ca: Option<&Path>) -> Result<Self, HttpError> {
         let invalid = |reason| HttpError::InvalidUrl {
             url: url.to_owned(),
             reason,
         };
         let uri: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(_) => return Err(invalid("only http:// is supported")),
-            None => return Err(invalid("expected http://host:port")),
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(_) => return Err(invalid("only http:// and https:// are supported")),
+            None => return Err(invalid("expected http://host:port or https://host:port")),
+        };
+        if ca.is_some() && !https {
+            return Err(invalid("a CA is set, so the URL must be https://"));
         }
         let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
         if authority.as_str().contains('@') {
             return Err(invalid("credentials in the URL are not supported"));
         }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tls = if https {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|_| invalid("the host is neither a DNS name nor an IP address"))?;
+            let config = switchyard_tls::client::config(ca, None, &[b"http/1.1"])
+                .map_err(|e| HttpError::Tls(Box::new(e)))?;
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
         let authority = match authority.port_u16() {
             Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
+            None => format!("{}:{}", authority.host(), if https { 443 } else { 80 }),
         };
         Ok(Self {
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             token: None,
+            tls,
             conn: None,
         })
     }
@@ -180,16 +225,34 @@ impl HttpClient {
             .await
             .map_err(connect_err)?;
         let _ = stream.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| HttpError::Request {
-                authority: self.authority.clone(),
-                source,
-            })?;
-        // The connection task ends when `send` is dropped or the peer closes.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(send)
+        let request_err = |source| HttpError::Request {
+            authority: self.authority.clone(),
+            source,
+        };
+        match &self.tls {
+            None => handshake(stream).await.map_err(request_err),
+            Some((connector, name)) => {
+                // A certificate that does not verify fails the connection;
+                // there is no fallback to plaintext.
+                let stream = connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(connect_err)?;
+                handshake(stream).await.map_err(request_err)
+            }
+        }
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven by its own task, which ends
+/// when the returned sender is dropped or the peer closes.
+async fn handshake<I>(io: I) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
 }

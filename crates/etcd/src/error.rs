@@ -7,8 +7,22 @@ use std::time::Duration;
 pub enum EtcdError {
     #[error("no etcd endpoints given")]
     NoEndpoints,
-    #[error("invalid etcd endpoint {0:?}: expected http://host:port")]
+    #[error("invalid etcd endpoint {0:?}: expected http://host:port or https://host:port")]
     InvalidEndpoint(String),
+    #[error("etcd endpoint {0:?}: a CA is set, so it must be https://")]
+    CaWithoutTls(String),
+    #[error("cannot read the etcd CA file {path}: {source}")]
+    Ca {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd TLS settings for {url}: {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("etcd {op} failed: {status}")]
     Rpc {
         op: &'static str,

@@ -27,7 +27,7 @@ pub mod watch;
 
 use std::{future::Future, time::Duration};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::debug;
 
 pub use error::EtcdError;
@@ -71,6 +71,10 @@ pub struct ClientOptions {
     /// Default 2s: HTTP/2 pings on idle connections, so that a watch on a
     /// member that vanished without closing its socket is noticed.
     pub keep_alive_interval: Duration,
+    /// Default `None`: `https://` members' certificates must chain to the
+    /// system's roots (which `SSL_CERT_FILE` can replace); set, to this PEM
+    /// bundle instead. Host names are always verified.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -80,6 +84,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(2),
             keep_alive_interval: Duration::from_secs(2),
+            ca: None,
         }
     }
 }
@@ -104,16 +109,41 @@ pub struct Range {
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl Client {
-    /// A client over `endpoints` (`http://host:port`). Connections are made
+    /// A client over `endpoints` (`http://host:port`, or `https://` with
+    /// [`ClientOptions::ca`] or the system's roots). Connections are made
     /// lazily, so this succeeds while etcd is down; calls fail until it is up.
     pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Self, EtcdError> {
         if endpoints.is_empty() {
             return Err(EtcdError::NoEndpoints);
         }
+        let ca = match &opts.ca {
+            Some(path) => Some(Certificate::from_pem(std::fs::read(path).map_err(
+                |source| EtcdError::Ca {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?)),
+            None => None,
+        };
         let mut list = Vec::with_capacity(endpoints.len());
         for url in endpoints {
-            let ep = Endpoint::from_shared(url.clone())
-                .map_err(|_| EtcdError::InvalidEndpoint(url.clone()))?
+            let mut ep = Endpoint::from_shared(url.clone())
+                .map_err(|_| EtcdError::InvalidEndpoint(url.clone()))?;
+            if url.starts_with("https://") {
+                // tonic verifies the URL's host against the certificate;
+                // there is no way to skip it.
+                let tls = match &ca {
+                    Some(ca) => ClientTlsConfig::new().ca_certificate(ca.clone()),
+                    None => ClientTlsConfig::new().with_native_roots(),
+                };
+                ep = ep.tls_config(tls).map_err(|source| EtcdError::Tls {
+                    url: url.clone(),
+                    source,
+                })?;
+            } else if ca.is_some() {
+                return Err(EtcdError::CaWithoutTls(url.clone()));
+            }
+            let ep = ep
                 .connect_timeout(opts.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(opts.keep_alive_interval)

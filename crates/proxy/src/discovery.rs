@@ -97,9 +97,9 @@ pub(crate) fn source(config: &ClusterConfig) -> Result<Source, SourceError> {
                 .map(|e| EndpointSpec::new(e.address, e.weight))
                 .collect(),
         ),
-        DiscoveryConfig::Registry { url, service } => {
-            Source::Registry(Box::new(RegistrySource::new(url, service)?))
-        }
+        DiscoveryConfig::Registry { url, service, ca } => Source::Registry(Box::new(
+            RegistrySource::with_ca(url, service, ca.as_deref())?,
+        )),
         DiscoveryConfig::Dns(dns) => {
             let query = match &dns.lookup {
                 DnsLookup::Name(name) => DnsQuery::name(name)?,
@@ -107,9 +107,15 @@ pub(crate) fn source(config: &ClusterConfig) -> Result<Source, SourceError> {
             };
             Source::Dns(Box::new(DnsSource::new(query, dns_options(dns))?))
         }
-        DiscoveryConfig::Etcd { endpoints, prefix } => {
-            Source::Etcd(Box::new(EtcdSource::new(endpoints, prefix)?))
-        }
+        DiscoveryConfig::Etcd {
+            endpoints,
+            prefix,
+            ca,
+        } => Source::Etcd(Box::new(EtcdSource::with_ca(
+            endpoints,
+            prefix,
+            ca.as_deref(),
+        )?)),
     })
 }
 

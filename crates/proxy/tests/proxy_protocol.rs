@@ -1,8 +1,9 @@
 //! The PROXY protocol on listeners, from a real load balancer: HAProxy
 //! (`send-proxy` and `send-proxy-v2`) in front of the proxy announces each
 //! client, and the proxy forwards that address, not the balancer's. And
-//! from the proxy to an upstream: a tcp listener's cluster with
-//! `proxy_protocol` announces each client to HAProxy's `accept-proxy`.
+//! from the proxy to an upstream: a cluster with `proxy_protocol` announces
+//! each client to HAProxy's `accept-proxy`, from tcp listeners and from
+//! HTTP routes, and its health checks send the LOCAL form.
 //! Clients connect from distinct loopback addresses (127.0.0.2, 127.0.0.3...)
 //! so the announced address differs from the balancer's 127.0.0.1.
 
@@ -202,9 +203,70 @@ async fn a_tcp_cluster_announces_each_client_to_an_upstream_that_accepts_proxy()
     }
 }
 
+#[tokio::test]
+async fn an_http_cluster_announces_each_client_on_connections_of_its_own() {
+    use http_body_util::BodyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_haproxy, upstream) = haproxy_echoing_the_client(dir.path()).await;
+    for (version, from) in [("v1", [127, 0, 0, 7]), ("v2", [127, 0, 0, 8])] {
+        let text = listener("public", "api", "")
+            + &cluster(
+                "api",
+                &[upstream],
+                &format!(
+                    "proxy_protocol = \"{version}\"\nhealth = {{ http = \"/\", interval = \"100ms\", timeout = \"80ms\", healthy = 1, unhealthy = 1 }}"
+                ),
+            );
+        let p = TestProxy::start(&text).await;
+        // Two clients, each with two requests on one keep-alive connection:
+        // every answer names the client that sent it.
+        for client in [from, [127, 0, 0, 9]] {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((client, 0))).unwrap();
+            let stream = socket.connect(p.addr).await.unwrap();
+            let port = stream.local_addr().unwrap().port();
+            let (mut tx, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            for _ in 0..2 {
+                let req = http::Request::builder()
+                    .uri("/")
+                    .header("host", "api")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let resp = tx.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200, "{version}");
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let expected = format!("client={}:{port}", std::net::Ipv4Addr::from(client));
+                assert_eq!(String::from_utf8_lossy(&body), expected, "{version}");
+            }
+        }
+        // Health checks reach the same upstream with the LOCAL form.
+        let admin = p.admin;
+        wait_for(
+            Duration::from_secs(5),
+            "health checks to pass",
+            || async move {
+                let m = switchyard_test_support::client::get(admin, "/metrics").await;
+                let m = String::from_utf8_lossy(m.body()).into_owned();
+                m.lines()
+                    .any(|l| {
+                        l.starts_with(
+                            "switchyard_health_checks_total{cluster=\"api\",result=\"passed\"}",
+                        ) && !l.ends_with(" 0")
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 #[test]
-fn only_tcp_listeners_may_use_a_cluster_that_sends_the_proxy_protocol() {
-    let text = listener("public", "api", "")
+fn a_udp_listener_may_not_use_a_cluster_that_sends_the_proxy_protocol() {
+    let text = "[[listeners]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\ncluster = \"api\"\n\n".to_owned()
         + &cluster(
             "api",
             &["127.0.0.1:9".parse().unwrap()],
@@ -214,7 +276,7 @@ fn only_tcp_listeners_may_use_a_cluster_that_sends_the_proxy_protocol() {
     let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(
-        lines[0].contains("sends the PROXY protocol, which only tcp listeners support"),
+        lines[0].contains("sends the PROXY protocol, which a udp listener cannot"),
         "{}",
         lines[0]
     );

@@ -65,6 +65,9 @@ pub struct RegistrationOptions {
     pub token: Option<String>,
     /// Default 2s: per request to the registry.
     pub request_timeout: Duration,
+    /// Default `None`: an `https://` registry's certificate must chain to
+    /// the system's roots; set, to this PEM bundle instead.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl RegistrationOptions {
@@ -80,6 +83,7 @@ impl RegistrationOptions {
             metadata: BTreeMap::new(),
             token: None,
             request_timeout: Duration::from_secs(2),
+            ca: None,
         }
     }
 }
@@ -123,7 +127,7 @@ impl Registration {
     /// Registers once (failing if the registry refuses or cannot be
     /// reached) and starts heartbeating.
     pub async fn register(opts: RegistrationOptions) -> Result<Self, ClientError> {
-        let mut http = HttpClient::new(&opts.registry)?;
+        let mut http = HttpClient::with_ca(&opts.registry, opts.ca.as_deref())?;
         if let Some(t) = &opts.token {
             http = http.with_token(t)?;
         }

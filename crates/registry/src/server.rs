@@ -39,6 +39,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[source] Box<switchyard_tls::TlsError>),
 }
 
 /// Default 4,096: connections the registry serves at once. Every proxy
@@ -71,6 +73,7 @@ pub struct RegistryServer {
     state: AppState,
     shutdown: watch::Sender<bool>,
     serve: switchyard_serve::Settings,
+    tls: Option<switchyard_tls::server::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for RegistryServer {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for RegistryServer {
             .field("addr", &self.addr)
             .field("state", &self.state)
             .field("serve", &self.serve)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -116,7 +120,19 @@ impl RegistryServer {
             },
             shutdown,
             serve: serve_settings(),
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS with these certificates, as a proxy listener's `tls`
+    /// does: chosen by SNI, re-read when their files rotate, and with
+    /// `client_ca` every client must present a certificate that chains to
+    /// it. Fails when the files cannot be used.
+    pub fn tls(mut self, tls: &switchyard_config::ListenerTls) -> Result<Self, StartError> {
+        let acceptor =
+            switchyard_tls::server::acceptor(tls).map_err(|e| StartError::Tls(Box::new(e)))?;
+        self.tls = Some(acceptor);
+        Ok(self)
     }
 
     /// The bound address (a port 0 in the options becomes a real port).
@@ -160,16 +176,23 @@ impl RegistryServer {
             addr = %self.addr,
             store = %self.state.store.describe(),
             auth = self.state.token.is_some(),
+            tls = self.tls.is_some(),
             max_connections = self.serve.max_connections,
             "registry listening"
         );
         let app = api::router(self.state);
         let tx = self.shutdown;
-        switchyard_serve::serve(self.listener, app.into_service(), self.serve, async move {
-            shutdown.await;
-            info!("registry shutting down");
-            let _ = tx.send(true);
-        })
+        switchyard_serve::serve_tls(
+            self.listener,
+            self.tls,
+            app.into_service(),
+            self.serve,
+            async move {
+                shutdown.await;
+                info!("registry shutting down");
+                let _ = tx.send(true);
+            },
+        )
         .await
     }
 }

@@ -22,7 +22,6 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     sync::watch,
     time::Instant,
 };
@@ -155,19 +154,19 @@ impl<B: Body> Body for Tracked<B> {
     }
 }
 
-/// The socket, noting whether writes go through.
-struct Watched {
-    io: TcpStream,
+/// The socket (TCP, or TLS over TCP), noting whether writes go through.
+struct Watched<I> {
+    io: I,
     activity: Arc<Activity>,
 }
 
-impl Watched {
+impl<I> Watched<I> {
     fn note<T>(&self, polled: &Poll<io::Result<T>>) {
         self.activity.wrote(polled.is_ready());
     }
 }
 
-impl AsyncRead for Watched {
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -177,7 +176,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -213,14 +212,15 @@ impl AsyncWrite for Watched {
 
 /// Serves one connection until it closes, a timeout closes it, or `stop`
 /// turns true (then gracefully).
-pub(crate) async fn serve<S, B>(
-    stream: TcpStream,
+pub(crate) async fn serve<I, S, B>(
+    stream: I,
     peer: SocketAddr,
     service: S,
     builder: &auto::Builder<TokioExecutor>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

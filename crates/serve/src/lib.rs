@@ -176,6 +176,27 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    serve_tls(listener, None, service, settings, shutdown).await
+}
+
+/// Like [`serve`], over TLS when `tls` is given: each connection completes
+/// its handshake within `header_read_timeout` (a client that stalls it is
+/// dropped like a silent one), then HTTP/2 is chosen by ALPN.
+pub async fn serve_tls<S, B>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let builder = Arc::new(builder(&settings));
     let limit = Arc::new(Semaphore::new(
         settings.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -228,8 +249,23 @@ where
         let service = service.clone();
         let builder = builder.clone();
         let stop = stop_rx.clone();
+        let tls = tls.clone();
+        let handshake_timeout = settings.header_read_timeout;
         conns.spawn(async move {
-            conn::serve(stream, peer, service, &builder, timeouts, stop).await;
+            match tls {
+                None => conn::serve(stream, peer, service, &builder, timeouts, stop).await,
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            conn::serve(stream, peer, service, &builder, timeouts, stop).await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake not done within the header read timeout")
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }

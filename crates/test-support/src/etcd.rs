@@ -35,6 +35,11 @@ pub struct Etcd {
 struct Node {
     name: String,
     client_port: u16,
+    /// Where `/health` answers in plaintext: the client port, or for a TLS
+    /// member its metrics port.
+    health_port: u16,
+    /// `http` or `https`, for client URLs.
+    scheme: &'static str,
     args: Vec<String>,
     guard: Option<ChildGuard>,
 }
@@ -63,8 +68,18 @@ impl Etcd {
         Self::cluster(1).await
     }
 
+    /// Starts a single-node etcd whose clients must use TLS: it serves
+    /// `https://127.0.0.1:P` with this certificate and key (PEM files).
+    pub async fn start_tls(cert: &Path, key: &Path) -> Etcd {
+        Self::start_with(1, Some((cert, key))).await
+    }
+
     /// Starts an `n`-member cluster and waits until every member answers.
     pub async fn cluster(n: usize) -> Etcd {
+        Self::start_with(n, None).await
+    }
+
+    async fn start_with(n: usize, tls: Option<(&Path, &Path)>) -> Etcd {
         let bin = etcd_binary();
         let root = std::env::temp_dir().join(format!(
             "switchyard-etcd-{}-{}",
@@ -84,14 +99,15 @@ impl Etcd {
             .to_string_lossy()
             .into_owned();
         let mut nodes = Vec::with_capacity(n);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for (i, (client_port, peer_port)) in ports.iter().enumerate() {
             let name = format!("n{i}");
             let data = root.join(&name);
-            let args = vec![
+            let mut args = vec![
                 format!("--name={name}"),
                 format!("--data-dir={}", data.display()),
-                format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+                format!("--listen-client-urls={scheme}://127.0.0.1:{client_port}"),
+                format!("--advertise-client-urls={scheme}://127.0.0.1:{client_port}"),
                 format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
                 format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
                 format!("--initial-cluster={}", initial.join(",")),
@@ -102,9 +118,20 @@ impl Etcd {
                 "--logger=zap".into(),
                 "--log-outputs=stderr".into(),
             ];
+            let mut health_port = *client_port;
+            if let Some((cert, key)) = tls {
+                health_port = free_port();
+                args.extend([
+                    format!("--cert-file={}", cert.display()),
+                    format!("--key-file={}", key.display()),
+                    format!("--listen-metrics-urls=http://127.0.0.1:{health_port}"),
+                ]);
+            }
             let mut node = Node {
                 name,
                 client_port: *client_port,
+                health_port,
+                scheme,
                 args,
                 guard: None,
             };
@@ -118,11 +145,11 @@ impl Etcd {
         etcd
     }
 
-    /// `http://127.0.0.1:P` of every member.
+    /// `http://127.0.0.1:P` of every member (`https://` for [`Etcd::start_tls`]).
     pub fn client_urls(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| format!("http://127.0.0.1:{}", n.client_port))
+            .map(|n| format!("{}://127.0.0.1:{}", n.scheme, n.client_port))
             .collect()
     }
 
@@ -153,7 +180,7 @@ impl Etcd {
     }
 
     async fn wait_healthy(&self, i: usize) {
-        let addr = self.client_addr(i);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.nodes[i].health_port));
         let what = format!(
             "etcd member {} on {addr} to report healthy",
             self.nodes[i].name

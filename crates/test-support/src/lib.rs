@@ -32,6 +32,7 @@ pub mod ports;
 pub mod process;
 pub mod python;
 pub mod tcp;
+pub mod tls;
 
 pub use backend::{Backend, BackendConfig, BackendHandle, Mode, RecordedRequest};
 pub use dnsmasq::{DnsRecord, Dnsmasq};

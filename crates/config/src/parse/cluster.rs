@@ -31,10 +31,10 @@ const CLUSTER_KEYS: &[&str] = &[
 const TLS_KEYS: &[&str] = &["ca", "server_name", "cert", "key"];
 const DISCOVERY_KEYS: &[&str] = &["static", "registry", "dns", "etcd"];
 const ENDPOINT_KEYS: &[&str] = &["address", "weight"];
-const REGISTRY_KEYS: &[&str] = &["url", "service"];
+const REGISTRY_KEYS: &[&str] = &["url", "service", "ca"];
 const DNS_KEYS: &[&str] = &["name", "srv", "servers", "min_ttl", "max_ttl", "timeout"];
 const DNS_LOOKUP_KEYS: &[&str] = &["name", "srv"];
-const ETCD_KEYS: &[&str] = &["endpoints", "prefix"];
+const ETCD_KEYS: &[&str] = &["endpoints", "prefix", "ca"];
 const HASH_KEYS: &[&str] = &["header"];
 const BUDGET_KEYS: &[&str] = &["ratio", "min_per_second", "ttl"];
 const LIMIT_KEYS: &[&str] = &[
@@ -228,9 +228,16 @@ fn discovery(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> Option<Discovery> {
             let service = r
                 .required(ctx, "service")
                 .and_then(|f| f.non_empty_str(ctx));
+            let ca = r.opt(ctx, "ca", |f, c| {
+                if url.as_deref().is_some_and(|u| u.starts_with("http://")) {
+                    return f.invalid(c, "no `ca` with an http:// url (a CA is for https://)");
+                }
+                f.non_empty_str(c).map(std::path::PathBuf::from)
+            });
             Some(Discovery::Registry {
                 url: url?,
                 service: service?.to_owned(),
+                ca,
             })
         }
         "dns" => {
@@ -253,9 +260,19 @@ fn discovery(ctx: &mut Ctx<'_>, t: &Table<'_, '_>) -> Option<Discovery> {
                 }
                 Some(s.to_owned())
             });
+            let ca = e.opt(ctx, "ca", |f, c| {
+                let plain = endpoints
+                    .as_ref()
+                    .is_some_and(|urls| urls.iter().any(|u| u.starts_with("http://")));
+                if plain {
+                    return f.invalid(c, "no `ca` with http:// endpoints (a CA is for https://)");
+                }
+                f.non_empty_str(c).map(std::path::PathBuf::from)
+            });
             Some(Discovery::Etcd {
                 endpoints: endpoints?,
                 prefix: prefix?,
+                ca,
             })
         }
     }

@@ -31,7 +31,21 @@ pub struct EtcdSource {
 impl EtcdSource {
     /// Watches `prefix` on the etcd cluster at `endpoints`.
     pub fn new(endpoints: &[String], prefix: &str) -> Result<Self, SourceError> {
-        Self::with_client(Client::new(endpoints, ClientOptions::default())?, prefix)
+        Self::with_ca(endpoints, prefix, None)
+    }
+
+    /// Like [`EtcdSource::new`]; `https://` members' certificates must
+    /// chain to `ca` (a PEM bundle), else to the system's roots.
+    pub fn with_ca(
+        endpoints: &[String],
+        prefix: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, SourceError> {
+        let opts = ClientOptions {
+            ca: ca.map(std::path::Path::to_path_buf),
+            ..ClientOptions::default()
+        };
+        Self::with_client(Client::new(endpoints, opts)?, prefix)
     }
 
     pub fn with_client(client: Client, prefix: &str) -> Result<Self, SourceError> {

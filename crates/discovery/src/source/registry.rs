@@ -55,8 +55,18 @@ const ANSWER_GRACE: Duration = Duration::from_secs(5);
 impl RegistrySource {
     /// Watches `service` at the registry `url` (`http://host:port`).
     pub fn new(url: &str, service: &str) -> Result<Self, SourceError> {
+        Self::with_ca(url, service, None)
+    }
+
+    /// Like [`RegistrySource::new`]; an `https://` registry's certificate
+    /// must chain to `ca` (a PEM bundle), else to the system's roots.
+    pub fn with_ca(
+        url: &str,
+        service: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, SourceError> {
         Ok(Self {
-            client: HttpClient::new(url)?,
+            client: HttpClient::with_ca(url, ca)?,
             service: service.to_owned(),
             index: 0,
             wait: DEFAULT_WAIT,

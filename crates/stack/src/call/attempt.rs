@@ -27,6 +27,7 @@ use crate::{
     body::{Body, ReplayBody},
     cluster::{Cluster, Endpoint},
     error::{ErrorKind, ProxyError},
+    upstream::ClientAddrs,
 };
 
 /// The attempt number of this hop's request, sent upstream so the next hop
@@ -42,6 +43,9 @@ pub(super) struct Head {
     pub uri: Uri,
     pub version: Version,
     pub headers: HeaderMap,
+    /// For a cluster that sends the PROXY protocol: the client each
+    /// attempt's connection names.
+    pub client: Option<ClientAddrs>,
 }
 
 /// The request body as attempts need it.
@@ -281,6 +285,9 @@ impl Attempts<'_> {
         *req.uri_mut() = self.head.uri.clone();
         *req.version_mut() = self.head.version;
         *req.headers_mut() = headers;
+        if let Some(client) = self.head.client {
+            req.extensions_mut().insert(client);
+        }
         Ok((endpoint, req, span))
     }
 }

@@ -33,6 +33,7 @@ use crate::{
     body::{Body, DownstreamState, ReplayBody, Source},
     cluster::Cluster,
     error::{ErrorKind, ProxyError},
+    upstream::ClientAddrs,
 };
 
 /// Replay cap for hedged calls without a retry policy (Linkerd's bound).
@@ -172,6 +173,7 @@ impl Call<'_> {
             policy,
             cluster: self.cluster,
             head: Head {
+                client: parts.extensions.get::<ClientAddrs>().copied(),
                 method: parts.method,
                 uri: parts.uri,
                 version: parts.version,

@@ -20,7 +20,7 @@ use crate::{
     body::Body,
     error::{ErrorKind, ProxyError},
     server::proxy_protocol,
-    upstream::{ConnectionLease, UpstreamIo, open},
+    upstream::{ClientAddrs, ConnectionLease, UpstreamIo, open},
 };
 
 /// Endpoints tried per connection.
@@ -145,8 +145,13 @@ impl Cluster {
 
     /// Opens a dedicated upstream connection for an upgrade request, under
     /// the cluster's request limit, trying up to [`CONNECT_ATTEMPTS`]
-    /// endpoints.
-    pub async fn connect_upgrade(&self, hash: Option<u64>) -> Result<UpgradeUpstream, ProxyError> {
+    /// endpoints; `client` names the downstream client in the PROXY header
+    /// of a cluster that sends one.
+    pub async fn connect_upgrade(
+        &self,
+        hash: Option<u64>,
+        client: Option<&ClientAddrs>,
+    ) -> Result<UpgradeUpstream, ProxyError> {
         let Some(request) = self.requests.try_acquire() else {
             self.decisions.count(Decision::Overloaded);
             return Err(ProxyError::new(ErrorKind::Overloaded));
@@ -157,7 +162,7 @@ impl Cluster {
             let in_flight = endpoint.load().start();
             endpoint.count_request();
             let started = Instant::now();
-            match endpoint.pool().connect_upgrade().await {
+            match endpoint.pool().connect_upgrade(client).await {
                 Ok((sender, lease)) => {
                     return Ok(UpgradeUpstream {
                         endpoint,

@@ -52,7 +52,13 @@ pub async fn check(addr: SocketAddr, cluster: &Cluster, hc: &HealthCheck) -> boo
     let name = cluster.name();
     let tls = cluster.settings.tls.as_ref();
     let result = tokio::time::timeout(hc.timeout, async {
-        let io = open(addr, hc.timeout, tls, None)
+        // An upstream that expects a PROXY header gets one on every
+        // connection: the LOCAL form, as the check has no client.
+        let preface = cluster
+            .settings
+            .proxy_protocol
+            .map(crate::server::proxy_protocol::local_header);
+        let io = open(addr, hc.timeout, tls, preface.as_deref())
             .await
             .map_err(|e| e.to_string())?;
         let origin = || {

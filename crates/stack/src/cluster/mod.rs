@@ -124,6 +124,7 @@ impl Cluster {
             .as_ref()
             .map(|tls| UpstreamTls::new(tls, config.protocol))
             .transpose()?;
+        settings.proxy_protocol = config.proxy_protocol;
         let settings = Arc::new(settings);
         let balancer = Balancer::new(BalancerConfig {
             strategy: strategy(config.balance),
@@ -162,7 +163,8 @@ impl Cluster {
     }
 
     /// Whether two configurations of a cluster open and pool connections
-    /// to endpoints the same way (protocol, timeouts, pool sizes, TLS), so
+    /// to endpoints the same way (protocol, timeouts, pool sizes, TLS, the
+    /// PROXY protocol), so
     /// that a reload can hand the endpoints over with their pools and state
     /// ([`Cluster::adopt_endpoints`]). Mirrors what [`Cluster::new`] puts in
     /// the pool settings.
@@ -174,6 +176,14 @@ impl Cluster {
             && a.limits.max_connections == b.limits.max_connections
             && a.limits.max_pending == b.limits.max_pending
             && a.tls == b.tls
+            && a.proxy_protocol == b.proxy_protocol
+    }
+
+    /// Whether connections to endpoints start with a PROXY protocol
+    /// header naming the client (then the request path passes the
+    /// client's addresses down as a [`ClientAddrs`](crate::upstream::ClientAddrs) extension).
+    pub fn sends_proxy_protocol(&self) -> bool {
+        self.proxy_protocol.is_some()
     }
 
     /// Starts with `previous`'s endpoints, as they are: their load, latency

@@ -39,6 +39,7 @@ use crate::{
     },
     route::{Route, Router},
     server::streams::StreamCtl,
+    upstream::ClientAddrs,
 };
 
 /// Everything one HTTP listener needs to serve requests.
@@ -56,7 +57,11 @@ pub struct HttpProxy {
 /// Per-connection facts the request path needs.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The client: the peer, or the client a trusted balancer announced
+    /// in a PROXY protocol header.
     pub peer: SocketAddr,
+    /// The address the connection was accepted on.
+    pub local: SocketAddr,
     /// The scheme the client used, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// The client's verified certificate identity, on listeners with a
@@ -134,6 +139,14 @@ impl HttpProxy {
             return self.fail(route, &err, grpc);
         }
         let cluster = route.cluster();
+        if cluster.sends_proxy_protocol() {
+            // Its upstream connections start with a header naming this
+            // client; the pool reads it from here.
+            req.extensions_mut().insert(ClientAddrs {
+                client: conn.peer,
+                local: conn.local,
+            });
+        }
         let method = req.method().clone();
         let version = req.version();
         let trace = self.tracer.as_ref().map(|t| t.begin(req.headers()));

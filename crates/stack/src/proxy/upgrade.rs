@@ -24,7 +24,11 @@ pub async fn tunnel(
     req: Request<Body>,
     downstream: OnUpgrade,
 ) -> Result<(Response<Body>, SocketAddr), ProxyError> {
-    let mut up = cluster.connect_upgrade(hash).await?;
+    let client = req
+        .extensions()
+        .get::<crate::upstream::ClientAddrs>()
+        .copied();
+    let mut up = cluster.connect_upgrade(hash, client.as_ref()).await?;
     let addr = up.endpoint.addr();
     let answer = up
         .sender

@@ -103,6 +103,7 @@ impl Conn {
         mut self,
         io: I,
         peer: SocketAddr,
+        local: SocketAddr,
         proto: &'static str,
         identity: Option<Arc<str>>,
     ) where
@@ -113,6 +114,7 @@ impl Conn {
         metrics.connections_active.inc();
         let info = ConnInfo {
             peer,
+            local,
             proto,
             identity,
         };

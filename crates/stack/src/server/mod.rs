@@ -140,6 +140,11 @@ pub async fn serve_http(
 ) {
     let mut current = site.load_full();
     let mut serving = Serving::new(&current.cfg);
+    // What a connection was accepted on, for PROXY headers upstream; a
+    // wildcard listener asks each connection.
+    let listen_addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut conns = JoinSet::new();
     let mut accept_errors = switchyard_serve::AcceptErrors::default();
     loop {
@@ -194,6 +199,11 @@ pub async fn serve_http(
         let handshake_timeout = current.cfg.header_read_timeout;
         conns.spawn(async move {
             let mut stream = stream;
+            let local = if listen_addr.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(listen_addr)
+            } else {
+                listen_addr
+            };
             // A load balancer's PROXY header comes first, before TLS.
             let peer = match proxy_protocol::client_address(
                 &mut stream,
@@ -213,7 +223,7 @@ pub async fn serve_http(
                 }
             };
             match tls {
-                None => conn.serve(stream, peer, "http", None).await,
+                None => conn.serve(stream, peer, local, "http", None).await,
                 Some(tls) => {
                     match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
@@ -226,7 +236,7 @@ pub async fn serve_http(
                                 .and_then(|chain| chain.first())
                                 .and_then(tls::identity)
                                 .map(Arc::from);
-                            conn.serve(stream, peer, "https", identity).await;
+                            conn.serve(stream, peer, local, "https", identity).await;
                         }
                         Ok(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");

@@ -139,6 +139,24 @@ pub fn header(version: ProxyProtocolVersion, client: SocketAddr, local: SocketAd
     }
 }
 
+/// The header of a connection the proxy opens on its own behalf (a health
+/// check, or a request with no downstream client): v1 `PROXY UNKNOWN`, v2
+/// the LOCAL command, which upstreams accept and take the connection's own
+/// addresses from.
+pub fn local_header(version: ProxyProtocolVersion) -> Vec<u8> {
+    match version {
+        ProxyProtocolVersion::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        ProxyProtocolVersion::V2 => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Local,
+            v2::Protocol::Unspecified,
+            v2::Addresses::Unspecified,
+        )
+        .build()
+        // A header without addresses cannot fail to build.
+        .unwrap_or_default(),
+    }
+}
+
 fn as_v6(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(a) => SocketAddr::from((a.ip().to_ipv6_mapped(), a.port())),

@@ -14,5 +14,5 @@ pub mod tls;
 
 pub use connect::connect;
 pub use io::{UpstreamIo, open};
-pub use pool::{ConnectionLease, Pool, PoolSettings, ResponseGuard};
+pub use pool::{ClientAddrs, ConnectionLease, Pool, PoolSettings, ResponseGuard};
 pub use tls::UpstreamTls;

@@ -18,7 +18,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_balance::InFlight;
-use switchyard_config::UpstreamProtocol;
+use switchyard_config::{ProxyProtocolVersion, UpstreamProtocol};
 use switchyard_policy::{Limit, Permit};
 use tokio::{sync::Notify, time::Instant};
 use tracing::debug;
@@ -27,7 +27,18 @@ use super::{io::open, tls::UpstreamTls};
 use crate::{
     body::Body,
     error::{ErrorKind, ProxyError},
+    server::proxy_protocol,
 };
+
+/// The downstream connection a request came in on, for the PROXY protocol
+/// header of a cluster that sends one: the client (as announced to the
+/// proxy, when a trusted balancer sent a header itself) and the address it
+/// connected to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddrs {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+}
 
 /// How a cluster talks to its endpoints.
 #[derive(Clone, Debug)]
@@ -45,6 +56,10 @@ pub struct PoolSettings {
     pub released: Arc<Notify>,
     /// TLS to the endpoints, when the cluster has `tls`.
     pub tls: Option<UpstreamTls>,
+    /// The PROXY protocol header each connection starts with, when the
+    /// cluster has `proxy_protocol`. Such a connection names one client, so
+    /// it is private to one request: never pooled, never shared.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 impl PoolSettings {
@@ -65,6 +80,7 @@ impl PoolSettings {
             pending: Limit::new(max_pending),
             released: Arc::new(Notify::new()),
             tls: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -138,11 +154,55 @@ impl Pool {
         &self,
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
-        let res = match self.inner.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(req).await,
-            UpstreamProtocol::Http2 => self.send_h2(req).await.map(|r| (r, None)),
+        let res = match (
+            self.inner.settings.proxy_protocol,
+            self.inner.settings.protocol,
+        ) {
+            (Some(_), _) => self.send_private(req).await,
+            (None, UpstreamProtocol::Http1) => self.send_h1(req).await,
+            (None, UpstreamProtocol::Http2) => self.send_h2(req).await.map(|r| (r, None)),
         };
         res.map_err(|e| e.at(self.inner.addr))
+    }
+
+    /// The PROXY header a new connection for `client` starts with, if the
+    /// cluster sends one; a connection with no downstream client (the
+    /// library's, a health check) says so with the LOCAL form.
+    fn preface(&self, client: Option<&ClientAddrs>) -> Option<Vec<u8>> {
+        let version = self.inner.settings.proxy_protocol?;
+        Some(match client {
+            Some(c) => proxy_protocol::header(version, c.client, c.local),
+            None => proxy_protocol::local_header(version),
+        })
+    }
+
+    /// A request to a cluster that sends the PROXY protocol, on a new
+    /// connection of its own that names its client and closes with the
+    /// response (HAProxy keeps such connections private to their client
+    /// too). At the connection limit it is refused rather than queued.
+    async fn send_private(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        let permit = self
+            .inner
+            .settings
+            .connections
+            .try_acquire()
+            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
+        let preface = self.preface(req.extensions().get::<ClientAddrs>());
+        let resp = match self.inner.settings.protocol {
+            UpstreamProtocol::Http1 => {
+                let mut tx = self.connect_h1(permit, preface.as_deref()).await?;
+                tx.send_request(req).await
+            }
+            UpstreamProtocol::Http2 => {
+                let mut tx = self.connect_h2(permit, preface.as_deref()).await?;
+                tx.send_request(req).await
+            }
+        };
+        // The sender is dropped here: the connection ends with the response.
+        resp.map(|r| (r, None)).map_err(ProxyError::from_upstream)
     }
 
     async fn send_h1(
@@ -169,7 +229,7 @@ impl Pool {
             }
             if let Some(permit) = settings.connections.try_acquire() {
                 drop(pending);
-                let mut tx = self.connect_h1(permit).await?;
+                let mut tx = self.connect_h1(permit, None).await?;
                 return match tx.send_request(req).await {
                     Ok(resp) => Ok((resp, Some(self.checkin(tx)))),
                     Err(e) => Err(ProxyError::from_upstream(e)),
@@ -222,6 +282,7 @@ impl Pool {
     /// failure here leaves the request free to go to another endpoint.
     pub async fn connect_upgrade(
         &self,
+        client: Option<&ClientAddrs>,
     ) -> Result<(http1::SendRequest<Body>, ConnectionLease), ProxyError> {
         let permit = self
             .inner
@@ -230,7 +291,7 @@ impl Pool {
             .try_acquire()
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
         let addr = self.inner.addr;
-        let stream = self.open().await?;
+        let stream = self.open(self.preface(client).as_deref()).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -252,21 +313,25 @@ impl Pool {
     }
 
     /// A new connection to the endpoint, through the cluster's TLS when it
-    /// has one.
-    async fn open(&self) -> Result<super::UpstreamIo, ProxyError> {
+    /// has one, starting with `preface` (a PROXY protocol header) if given.
+    async fn open(&self, preface: Option<&[u8]>) -> Result<super::UpstreamIo, ProxyError> {
         let settings = &self.inner.settings;
         open(
             self.inner.addr,
             settings.connect_timeout,
             settings.tls.as_ref(),
-            None,
+            preface,
         )
         .await
     }
 
-    async fn connect_h1(&self, permit: Permit) -> Result<http1::SendRequest<Body>, ProxyError> {
+    async fn connect_h1(
+        &self,
+        permit: Permit,
+        preface: Option<&[u8]>,
+    ) -> Result<http1::SendRequest<Body>, ProxyError> {
         let addr = self.inner.addr;
-        let stream = self.open().await?;
+        let stream = self.open(preface).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -300,8 +365,18 @@ impl Pool {
             .connections
             .try_acquire()
             .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
+        let tx = self.connect_h2(permit, None).await?;
+        *self.inner.lock_h2() = Some(tx.clone());
+        Ok(tx)
+    }
+
+    async fn connect_h2(
+        &self,
+        permit: Permit,
+        preface: Option<&[u8]>,
+    ) -> Result<http2::SendRequest<Body>, ProxyError> {
         let addr = self.inner.addr;
-        let stream = self.open().await?;
+        let stream = self.open(preface).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Grow windows with the bandwidth-delay product so that large
@@ -323,7 +398,6 @@ impl Pool {
             open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
-        *self.inner.lock_h2() = Some(tx.clone());
         Ok(tx)
     }
 

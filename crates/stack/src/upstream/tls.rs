@@ -10,17 +10,17 @@
 //! [`ErrorKind::UpstreamTls`]: the request was never sent, and nothing is
 //! ever retried in plaintext.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::{PrivateKeyDer, ServerName, pem::PemObject};
+use rustls_pki_types::ServerName;
 use switchyard_config::UpstreamProtocol;
+use switchyard_tls::client::ClientIdentity;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use crate::{
     error::{ErrorKind, ProxyError},
-    server::tls::{TlsError, certificates, shown},
+    server::tls::TlsError,
 };
 
 /// A cluster's TLS client settings, built once.
@@ -45,36 +45,18 @@ impl UpstreamTls {
         tls: &switchyard_config::UpstreamTls,
         protocol: UpstreamProtocol,
     ) -> Result<Self, TlsError> {
-        let roots = match &tls.ca {
-            Some(ca) => ca_roots(ca)?,
-            None => system_roots()?,
+        let identity = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert: cert.as_path(),
+                key: key.as_path(),
+            }),
+            _ => None,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Client)?
-            .with_root_certificates(roots);
-        let mut config = match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => {
-                let chain = certificates(cert)?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
-                    path: shown(key),
-                    source,
-                })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|source| TlsError::Rejected {
-                        cert: shown(cert),
-                        key: shown(tls.key.as_deref().unwrap_or(Path::new(""))),
-                        source,
-                    })?
-            }
-            _ => builder.with_no_client_auth(),
+        let alpn: &[u8] = match protocol {
+            UpstreamProtocol::Http1 => b"http/1.1",
+            UpstreamProtocol::Http2 => b"h2",
         };
-        config.alpn_protocols = vec![match protocol {
-            UpstreamProtocol::Http1 => b"http/1.1".to_vec(),
-            UpstreamProtocol::Http2 => b"h2".to_vec(),
-        }];
+        let config = switchyard_tls::client::config(tls.ca.as_deref(), identity, &[alpn])?;
         let server_name =
             ServerName::try_from(tls.server_name.clone()).map_err(|_| TlsError::ServerName {
                 name: tls.server_name.clone(),
@@ -96,29 +78,4 @@ impl UpstreamTls {
             .await
             .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamTls, e).at(addr))
     }
-}
-
-fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in certificates(path)? {
-        roots.add(cert).map_err(|source| TlsError::Ca {
-            path: shown(path),
-            source,
-        })?;
-    }
-    Ok(roots)
-}
-
-fn system_roots() -> Result<RootCertStore, TlsError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    // Unparsable entries in the system bundle are skipped, as every TLS
-    // client does; only a bundle with no usable root is an error.
-    let (_added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if roots.is_empty() {
-        return Err(TlsError::NoSystemRoots {
-            errors: found.errors.iter().map(ToString::to_string).collect(),
-        });
-    }
-    Ok(roots)
 }
