@@ -13,7 +13,9 @@ Standard library only.
 """
 
 import argparse
+import csv
 import datetime
+import http.client
 import json
 import math
 import os
@@ -23,12 +25,14 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,15 +45,24 @@ LOAD_CORE = "1"
 
 # Ports: backends 2108x, Switchyard 2111x, HAProxy 2112x, nginx 2113x,
 # Switchyard with the demo configuration 2114x. Below the ephemeral range.
+# A contender without a scenario's port (the backend and nginx have no TLS
+# listener) is left out of that scenario.
 BACKEND = {"http": 21081, "h2": 21082, "grpc": 21083, "tcp": 21084}
 CONTENDERS = {
     "direct": BACKEND,
-    "switchyard": {"http": 21110, "h2": 21110, "grpc": 21111, "tcp": 21112},
-    "haproxy": {"http": 21120, "h2": 21120, "grpc": 21121, "tcp": 21122},
+    "switchyard": {"http": 21110, "h2": 21110, "grpc": 21111, "tcp": 21112, "https": 21113},
+    "haproxy": {"http": 21120, "h2": 21120, "grpc": 21121, "tcp": 21122, "https": 21123},
     "nginx": {"http": 21130, "h2": 21133, "grpc": 21131, "tcp": 21132},
     # A second Switchyard build (--switchyard-b), for A/B runs of a change.
-    "switchyard-b": {"http": 21160, "h2": 21160, "grpc": 21161, "tcp": 21162},
+    "switchyard-b": {"http": 21160, "h2": 21160, "grpc": 21161, "tcp": 21162, "https": 21163},
 }
+# Where the TLS runs' handshake counters are read: Switchyard's admin
+# listener, HAProxy's stats frontend.
+ADMIN = {"switchyard": 21119, "switchyard-b": 21169}
+HAPROXY_STATS = 21129
+# The certificate every TLS listener serves, made with openssl for each run.
+TLS_KEYS = {"ecdsa-p256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "rsa-2048": ["-newkey", "rsa:2048"]}
 PEERS = ["haproxy", "nginx"]
 GRPC_PATH = "/bench.Echo/Unary"
 
@@ -80,6 +93,21 @@ SCENARIOS = [
         "path": "/",
         "sat": {"tool": "wrk", "conns": 64, "close": True},
         "rate": {"proto": "h1", "conns": 64, "rps": 3000, "close": True},
+    },
+    # TLS scenarios: saturation only (sybench load speaks no TLS).
+    {
+        "name": "h1-tls-keepalive",
+        "title": "HTTP/1.1 keep-alive over TLS, small responses (64 connections)",
+        "port": "https",
+        "path": "/",
+        "sat": {"tool": "wrk", "conns": 64},
+    },
+    {
+        "name": "tls-handshake",
+        "title": "TLS, a new connection and a full handshake per request (64 concurrent)",
+        "port": "https",
+        "path": "/",
+        "sat": {"tool": "tls-handshakes", "conns": 64},
     },
     {
         "name": "h2",
@@ -121,7 +149,7 @@ def log(msg):
 class Proc:
     """A process this harness started; stopped by its own PID only."""
 
-    def __init__(self, name, argv, core, nice, logdir, stdout=None):
+    def __init__(self, name, argv, core, nice, logdir, stdout=None, cwd=None):
         self.name = name
         prefix = ["taskset", "-c", core]
         if nice:
@@ -132,6 +160,7 @@ class Proc:
             stdout=stdout if stdout is not None else self.logfile,
             stderr=self.logfile,
             stdin=subprocess.DEVNULL,
+            cwd=cwd,
         )
         self.pid = self.p.pid
 
@@ -248,8 +277,8 @@ class Bench:
 
     # ---- lifecycle
 
-    def start(self, name, argv, core, port=None, stdout=None):
-        p = Proc(name, argv, core, self.a.nice, self.logs, stdout=stdout)
+    def start(self, name, argv, core, port=None, stdout=None, cwd=None):
+        p = Proc(name, argv, core, self.a.nice, self.logs, stdout=stdout, cwd=cwd)
         self.procs.append(p)
         if port is not None and not wait_port(port):
             raise SystemExit(f"{name} did not start listening on {port}; log: {self.logs}/{name}.log")
@@ -262,7 +291,7 @@ class Bench:
 
     def setup(self):
         a = self.a
-        all_ports = list(BACKEND.values()) + [21119, 21140, 21149, 21169]
+        all_ports = list(BACKEND.values()) + [21119, 21129, 21140, 21149, 21169]
         for c in ("switchyard", "haproxy", "nginx", "switchyard-b"):
             all_ports += list(CONTENDERS[c].values())
         busy = sorted({p for p in all_ports if not port_free(p)})
@@ -279,6 +308,7 @@ class Bench:
         msg = bytes([0x0A, 32]) + b"x" * 32
         self.grpc_body = self.scratch / "grpc-request.bin"
         self.grpc_body.write_bytes(b"\x00" + struct.pack(">I", len(msg)) + msg)
+        self.tls_dir = self.make_certificate()
 
         log(f"scratch {self.scratch}")
         self.start(
@@ -297,6 +327,7 @@ class Bench:
                 [a.switchyard, "--log-format", "text", "proxy", "--config", str(CONFIGS / "switchyard.toml")],
                 PROXY_CORE,
                 CONTENDERS["switchyard"]["http"],
+                cwd=self.tls_dir,
             )
         if "switchyard-b" in want:
             if not a.switchyard_b:
@@ -308,10 +339,12 @@ class Bench:
                 [a.switchyard_b, "--log-format", "text", "proxy", "--config", str(cfg)],
                 PROXY_CORE,
                 CONTENDERS["switchyard-b"]["http"],
+                cwd=self.tls_dir,
             )
         if "haproxy" in want:
             self.contender_proc["haproxy"] = self.start(
-                "haproxy", ["haproxy", "-db", "-f", str(CONFIGS / "haproxy.cfg")], PROXY_CORE, CONTENDERS["haproxy"]["http"]
+                "haproxy", ["haproxy", "-db", "-f", str(CONFIGS / "haproxy.cfg")], PROXY_CORE, CONTENDERS["haproxy"]["http"],
+                cwd=self.tls_dir,
             )
         if "nginx" in want:
             self.contender_proc["nginx"] = self.start(
@@ -321,14 +354,29 @@ class Bench:
                 CONTENDERS["nginx"]["http"],
             )
         for c in want:
-            for key in ("h2", "grpc", "tcp"):
-                wait_port(CONTENDERS[c][key])
+            for port in CONTENDERS[c].values():
+                wait_port(port)
         time.sleep(1.0)
         # Idle memory: after start, before any request.
         for c, p in self.contender_proc.items():
             self.memory.setdefault(c, {})["idle_kib"] = rss_kib(p.pid)
         self.demo_idle()
         self.smoke()
+
+    def make_certificate(self):
+        """A self-signed certificate for 127.0.0.1 and localhost, new for
+        each run, in the scratch directory (removed with it): server.pem and
+        server.key for Switchyard, combined.pem (both) for HAProxy."""
+        d = self.scratch / "tls"
+        d.mkdir()
+        subprocess.run(["openssl", "req", "-x509", *TLS_KEYS[self.a.tls_key], "-nodes", "-keyout", str(d / "server.key"),
+                        "-out", str(d / "server.pem"), "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        (d / "combined.pem").write_bytes((d / "server.pem").read_bytes() + (d / "server.key").read_bytes())
+        for f in ("server.key", "combined.pem"):
+            os.chmod(d / f, 0o600)
+        return d
 
     def demo_idle(self):
         """Idle RSS with the configuration `switchyard demo` runs (default
@@ -347,12 +395,16 @@ class Bench:
 
     def smoke(self):
         """Every contender answers every scenario correctly before timing."""
-        for c in self.a.contenders:
-            for s in self.scenarios():
+        for s in self.scenarios():
+            for c in self.contenders(s):
                 if "tcp" in s:
                     continue
-                r = self.run_rate(c, s, rate=200, duration=0.3)
-                ok = r["requests"] > 0 and r["errors"] == 0
+                if "rate" in s:
+                    r = self.run_rate(c, s, rate=200, duration=0.3)
+                    ok = r["requests"] > 0 and r["errors"] == 0
+                else:
+                    r = https_get(CONTENDERS[c][s["port"]], s["path"])
+                    ok = r == 200
                 if not ok:
                     log(f"smoke test failed: {c} {s['name']}: {r}")
                     raise SystemExit(1)
@@ -360,6 +412,25 @@ class Bench:
 
     def scenarios(self):
         return [s for s in SCENARIOS if s["name"] in self.a.scenarios]
+
+    def contenders(self, s):
+        """The contenders measured in scenario s: those with its port."""
+        return [c for c in self.a.contenders if s["port"] in CONTENDERS[c]]
+
+    def tls_counts(self, contender):
+        """(handshakes, resumed) the proxy has counted on its TLS listener
+        so far: HAProxy's new and reused SSL sessions; Switchyard's accepted
+        connections (it does not count resumption apart; resumed None)."""
+        try:
+            if contender == "haproxy":
+                f = haproxy_frontend(HAPROXY_STATS, "https")
+                return int(f["ssl_sess"]), int(f["ssl_reused_sess"])
+            if contender in ADMIN:
+                return switchyard_counter(ADMIN[contender], "switchyard_downstream_connections_total",
+                                          'listener="https"'), None
+        except (OSError, KeyError, ValueError) as e:
+            log(f"cannot read {contender}'s handshake counters: {e}")
+        return None, None
 
     # ---- one measurement
 
@@ -398,25 +469,47 @@ class Bench:
         return out.decode(errors="replace"), cpu, rss_max, other, wall
 
     def url(self, contender, s):
-        return f"http://127.0.0.1:{CONTENDERS[contender][s['port']]}{s['path']}"
+        scheme = "https" if s["port"] == "https" else "http"
+        return f"{scheme}://127.0.0.1:{CONTENDERS[contender][s['port']]}{s['path']}"
 
     def run_sat(self, contender, s, duration):
         sat = s["sat"]
-        if sat["tool"] == "wrk":
-            argv = ["wrk", "-t1", f"-c{sat['conns']}", f"-d{int(duration)}s", "--timeout", "5s",
-                    "-s", str(BENCH / "wrk-report.lua")]
-            if sat.get("close"):
-                argv += ["-H", "Connection: close"]
-            argv.append(self.url(contender, s))
-            out, cpu, rss, other, wall = self.timed(contender, argv, f"wrk-{s['name']}-{contender}")
+        extra = None
+        if sat["tool"] in ("wrk", "tls-handshakes"):
+            # Both print one JSON line: wrk through wrk-report.lua, and
+            # tls-handshakes.py in the same shape.
+            if sat["tool"] == "wrk":
+                argv = ["wrk", "-t1", f"-c{sat['conns']}", f"-d{int(duration)}s", "--timeout", "5s",
+                        "-s", str(BENCH / "wrk-report.lua")]
+                if sat.get("close"):
+                    argv += ["-H", "Connection: close"]
+                argv.append(self.url(contender, s))
+                name = f"wrk-{s['name']}-{contender}"
+            else:
+                argv = [sys.executable, str(BENCH / "tls-handshakes.py"), "--port", str(CONTENDERS[contender][s["port"]]),
+                        "--path", s["path"], "--conns", str(sat["conns"]), "--duration", str(duration)]
+                name = f"tls-{s['name']}-{contender}"
+                seen0, reused0 = self.tls_counts(contender)
+            out, cpu, rss, other, wall = self.timed(contender, argv, name)
             line = [l for l in out.splitlines() if l.startswith("{")]
             if not line:
-                raise RuntimeError(f"wrk printed no result: {out[-500:]}")
+                raise RuntimeError(f"{sat['tool']} printed no result: {out[-500:]}")
             d = json.loads(line[-1])
             n = d["requests"]
             errors = sum(d["errors"].values())
             secs = d["duration_us"] / 1e6
             pct = {float(q): float(v) for q, v in d["percentiles"]}
+            if sat["tool"] == "tls-handshakes":
+                # The client's count of full handshakes, checked against the
+                # proxy's own; a resumed handshake would void the run.
+                seen1, reused1 = self.tls_counts(contender)
+                extra = {"handshakes": d["handshakes"], "resumed": d["resumed"], "tls": d["protocol"],
+                         "first_error": d["first_error"],
+                         "proxy_handshakes": seen1 - seen0 if None not in (seen0, seen1) else None,
+                         "proxy_resumed": reused1 - reused0 if None not in (reused0, reused1) else None}
+                if d["resumed"] or extra["proxy_resumed"]:
+                    log(f"{s['name']} {contender}: {d['resumed']} handshakes resumed (client), "
+                        f"{extra['proxy_resumed']} (proxy): not full handshakes")
         else:
             logf = self.scratch / f"h2load-{s['name']}-{contender}.log"
             argv = ["h2load", f"-c{sat['conns']}", f"-m{sat['streams']}", "-t1", "-D", str(int(duration)),
@@ -446,7 +539,7 @@ class Bench:
                 if lat:
                     i = min(len(lat) - 1, max(0, math.ceil(q / 100 * len(lat)) - 1))
                     pct[float(q)] = float(lat[i])
-        return self.record(contender, s, "sat", n, errors, secs, pct, cpu, rss, other)
+        return self.record(contender, s, "sat", n, errors, secs, pct, cpu, rss, other, extra=extra)
 
     def run_rate(self, contender, s, rate=None, duration=None, record=False):
         r = s["rate"]
@@ -491,6 +584,9 @@ class Bench:
             "cpu_us_per_req": (cpu / HZ * 1e6 / n) if (contender != "direct" and n) else None,
             "percentiles_us": {str(k): v for k, v in sorted(pct.items())},
             "rss_load_kib": rss or None, "core0_other_pct": round(other, 1),
+            # How busy the proxy kept its core: near 100 means the proxy
+            # was the bottleneck, well below it the load generator was.
+            "proxy_core_pct": round(cpu / HZ / secs * 100, 1) if (contender != "direct" and secs) else None,
         }
         if extra:
             row.update(extra)
@@ -502,8 +598,8 @@ class Bench:
     def run(self):
         a = self.a
         self.round = -1
-        order = list(a.contenders)
         for s in self.scenarios():
+            order = self.contenders(s)
             if "tcp" in s:
                 for c in order:  # warm-up
                     self.run_tcp(c, s, 1)
@@ -523,19 +619,26 @@ class Bench:
             # even when the machine is busy.
             warm = [self.run_sat(c, s, a.warmup) for c in order]
             self.results = [r for r in self.results if r["round"] != -1]
-            slowest = min(r["rps"] for r in warm)
-            s = dict(s, rate=dict(s["rate"]))
-            if slowest * 0.5 < s["rate"]["rps"]:
-                s["rate"]["rps"] = max(500, int(slowest * 0.5 / 500) * 500)
-                log(f"{s['name']}: fixed rate lowered to {s['rate']['rps']} req/s (slowest warm-up {slowest:.0f} req/s)")
-            self.offered[s["name"]] = s["rate"]["rps"]
+            if "rate" in s:
+                slowest = min(r["rps"] for r in warm)
+                s = dict(s, rate=dict(s["rate"]))
+                if slowest * 0.5 < s["rate"]["rps"]:
+                    s["rate"]["rps"] = max(500, int(slowest * 0.5 / 500) * 500)
+                    log(f"{s['name']}: fixed rate lowered to {s['rate']['rps']} req/s (slowest warm-up {slowest:.0f} req/s)")
+                self.offered[s["name"]] = s["rate"]["rps"]
             for rnd in range(a.rounds):
                 self.round = rnd
                 seq = order if rnd % 2 == 0 else order[::-1]
                 for c in seq:
                     r = self.run_sat(c, s, a.duration)
+                    hs = ""
+                    if "handshakes" in r:
+                        hs = f" handshakes {r['handshakes']} (proxy counted {r['proxy_handshakes']}, resumed {r['resumed']})"
                     log(f"{s['name']:13} r{rnd} {c:10} sat  {r['rps']:9.0f} req/s cpu {fmt(r['cpu_us_per_req'])} us/req "
-                        f"p99 {r['percentiles_us'].get('99.0', 0):8.0f} us err {r['errors']} other-load core0 {r['core0_other_pct']}%")
+                        f"p99 {r['percentiles_us'].get('99.0', 0):8.0f} us err {r['errors']} proxy core {r['proxy_core_pct']}% "
+                        f"other-load core0 {r['core0_other_pct']}%{hs}")
+                if "rate" not in s:
+                    continue
                 for c in seq:
                     r = self.run_rate(c, s, record=True)
                     log(f"{s['name']:13} r{rnd} {c:10} rate {r['rps']:9.0f} req/s cpu {fmt(r['cpu_us_per_req'])} us/req "
@@ -601,6 +704,43 @@ def estab(port):
         return None
 
 
+def https_get(port, path):
+    """Status of one GET over a new TLS connection (certificate not verified)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    except OSError as e:
+        return repr(e)
+    finally:
+        conn.close()
+
+
+def switchyard_counter(admin_port, name, labels):
+    """One counter from Switchyard's admin /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(f"{name}{{{labels}}} "):
+                return int(float(line.split()[-1]))
+    raise KeyError(f"{name}{{{labels}}}")
+
+
+def haproxy_frontend(stats_port, frontend):
+    """A frontend's row of HAProxy's CSV statistics, by column name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=5) as r:
+        rows = list(csv.reader(r.read().decode().splitlines()))
+    head = [h.lstrip("# ") for h in rows[0]]
+    for row in rows[1:]:
+        if row[:2] == [frontend, "FRONTEND"]:
+            return dict(zip(head, row))
+    raise KeyError(frontend)
+
+
 def fmt(v, nd=1):
     return "-" if v is None else f"{v:.{nd}f}"
 
@@ -638,6 +778,13 @@ def summarize(results, contenders):
             errs = [r.get("first_error") for r in rows if r.get("first_error")]
             if errs:
                 e["first_error"] = errs[0]
+            e["proxy_core_pct"] = med_range([r.get("proxy_core_pct") for r in rows])
+            if "handshakes" in rows[0]:
+                # TLS handshake runs: the client's counts and the proxy's.
+                for k in ("handshakes", "resumed", "proxy_handshakes", "proxy_resumed"):
+                    v = [r.get(k) for r in rows]
+                    e[k] = None if None in v else sum(v)
+                e["tls"] = sorted({r["tls"] for r in rows if r.get("tls")})
         e["rss_load_kib"] = med_range([r.get("rss_load_kib") for r in rows])
         e["core0_other_pct"] = med_range([r.get("core0_other_pct") for r in rows])
         out[f"{sc}/{c}/{mode}"] = e
@@ -752,6 +899,11 @@ def markdown(meta, summary, ratios, memory, svg_rel, args, offered):
              f"{session_note(meta)} "
              "“other load core 0” is the busy time on the proxy core not spent in the proxy.")
     L.append(f"- Versions: Switchyard {meta['switchyard']}; {meta['haproxy']}; {meta['nginx']}; {meta['wrk']}; {meta['h2load']}.")
+    if any(s["port"] == "https" for s in SCENARIOS if s["name"] in args.scenarios):
+        L.append(f"- TLS (h1-tls-keepalive, tls-handshake; Switchyard and HAProxy only): a self-signed "
+                 f"{meta.get('tls_key', 'ecdsa-p256').upper()} certificate made with openssl for the run; Switchyard "
+                 f"terminates with rustls (ring), HAProxy with {meta.get('haproxy_openssl', 'OpenSSL')}, both with their "
+                 "default TLS settings (ALPN http/1.1 asked by the client).")
     L.append("- Configs: [`bench/configs/`](bench/configs/) — one worker thread each, logging off, keep-alive to "
              "the backend, and the same header work for all three (X-Forwarded-For, X-Forwarded-Proto, X-Request-Id "
              "kept or generated).")
@@ -782,7 +934,7 @@ def markdown(meta, summary, ratios, memory, svg_rel, args, offered):
             continue
         name = s["name"]
         for peer in ["direct"] + PEERS + ["switchyard-b"]:
-            if peer not in args.contenders:
+            if peer not in args.contenders or s["port"] not in CONTENDERS[peer]:
                 continue
             sat, rate = f"{name}/{peer}/sat", f"{name}/{peer}/rate"
             cpu_sat = ratio_cell(ratios, sat, "cpu_us_per_req") if peer != "direct" else "–"
@@ -809,6 +961,9 @@ def markdown(meta, summary, ratios, memory, svg_rel, args, offered):
                 L.append(f"| {c} | {mr(e, 'mib_per_s', 0)} | {mr(e, 'cpu_us_per_mib', 1)} | "
                          f"{mr(e, 'rss_load_kib', 1, 1/1024, spread=False)} | {mr(e, 'core0_other_pct', 0, spread=False)} |")
             L.append("")
+            continue
+        if "rate" not in s:
+            L += sat_only_table(s, summary, args)
             continue
         rate = offered.get(s["name"], s["rate"]["rps"])
         L.append(f"Saturation: {describe_sat(s)}. Fixed rate: {rate:,} req/s offered, open loop "
@@ -868,6 +1023,58 @@ def markdown(meta, summary, ratios, memory, svg_rel, args, offered):
     return "\n".join(L)
 
 
+def sat_only_table(s, summary, args):
+    """The table of a scenario measured at saturation only (the TLS ones)."""
+    L = []
+    hs = s["sat"]["tool"] == "tls-handshakes"
+    unit = "handshake" if hs else "req"
+    L.append(f"Saturation: {describe_sat(s)}. No fixed-rate run (`sybench load` speaks no TLS). Latencies in µs"
+             f"{', from connect to the last byte of the response' if hs else ''}; “proxy core busy” is the proxy's CPU "
+             "time over the run's wall time: well below 100% means the load generator, not the proxy, set the pace.")
+    L.append("")
+    cols = [f"{'handshakes' if hs else 'req'}/s", f"CPU µs/{unit}", "proxy core busy %", "p50", "p99", "p99.9", "errors"]
+    if hs:
+        cols += ["full handshakes (client)", "counted by the proxy", "resumed (client / proxy)", "negotiated"]
+    cols += ["RSS load MiB", "other load core 0 %"]
+    L.append("| contender | " + " | ".join(cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    for c in args.contenders:
+        if s["port"] not in CONTENDERS[c]:
+            continue
+        e = summary.get(f"{s['name']}/{c}/sat")
+        cells = [mr(e, "rps", 0), mr(e, "cpu_us_per_req", 1), mr(e, "proxy_core_pct", 0), pct_cell(e, 50),
+                 pct_cell(e, 99, True), pct_cell(e, 99.9), str((e or {}).get("errors", 0))]
+        if hs:
+            e = e or {}
+
+            def n(k):
+                return "–" if e.get(k) is None else f"{e[k]:,}"
+
+            cells += [n("handshakes"), n("proxy_handshakes"), f"{n('resumed')} / {n('proxy_resumed')}",
+                      ", ".join(e.get("tls") or []) or "–"]
+        cells += [mr(e, "rss_load_kib", 1, 1/1024, spread=False), mr(e, "core0_other_pct", 0, spread=False)]
+        L.append(f"| {c} | " + " | ".join(cells) + " |")
+    if hs:
+        L.append("")
+        L.append("Every request is its own TCP connection and full TLS handshake: the client "
+                 "([`bench/tls-handshakes.py`](bench/tls-handshakes.py)) keeps no session, so it never offers one for "
+                 "resumption, and counts the handshakes the server reports as resumed (must be 0). wrk and h2load "
+                 "resume the session when they reconnect, so they are not used here. The proxy's own count: HAProxy's "
+                 "new and reused SSL sessions on the frontend (stats `ssl_sess`, `ssl_reused_sess`), Switchyard's "
+                 "accepted connections (`switchyard_downstream_connections_total`; resumption is not counted apart). "
+                 "Both servers run their default session handling: rustls sends 2 TLS 1.3 tickets per handshake "
+                 "(kept in its 256-entry session cache), OpenSSL under HAProxy 2 stateless tickets; no client uses "
+                 "them. CPU per handshake covers the TCP accept, the handshake and one proxied request; h1-close is "
+                 "the same without TLS.")
+    fe = [(c, (summary.get(f"{s['name']}/{c}/sat") or {}).get("first_error")) for c in args.contenders]
+    fe = [(c, x) for c, x in fe if x]
+    if fe:
+        L.append("")
+        L.append("First errors seen: " + "; ".join(f"{c}: `{x}`" for c, x in fe))
+    L.append("")
+    return L
+
+
 def session_note(meta):
     if meta.get("session_nice") is None:
         return "Benchmark processes ran at normal priority."
@@ -877,8 +1084,12 @@ def session_note(meta):
 
 def describe_sat(s):
     sat = s["sat"]
+    tls = " over TLS" if s["port"] == "https" else ""
     if sat["tool"] == "wrk":
-        return f"wrk, {sat['conns']} connections{', `Connection: close`' if sat.get('close') else ' keep-alive'}"
+        return f"wrk, {sat['conns']} connections{', `Connection: close`' if sat.get('close') else ' keep-alive'}{tls}"
+    if sat["tool"] == "tls-handshakes":
+        return (f"`bench/tls-handshakes.py`, {sat['conns']} concurrent connections, each one request "
+                "(`Connection: close`) after a full TLS handshake")
     return f"h2load -c{sat['conns']} -m{sat['streams']}" + (" posting one gRPC message" if sat.get("grpc") else "")
 
 
@@ -988,6 +1199,8 @@ def main():
                     help="nice of this session's scheduler autogroup (Linux autogroups share CPU per session, so a "
                          "per-process nice does nothing against other sessions' compiles); restored at exit; "
                          "'none' keeps it")
+    ap.add_argument("--tls-key", choices=sorted(TLS_KEYS), default="ecdsa-p256",
+                    help="the key (and signature) of the certificate the TLS scenarios serve")
     ap.add_argument("--switchyard")
     ap.add_argument("--sybench")
     ap.add_argument("--switchyard-b", help="a second Switchyard binary, measured as contender 'switchyard-b' "
@@ -1014,6 +1227,11 @@ def main():
 
     if not a.switchyard or not a.sybench:
         raise SystemExit("--switchyard and --sybench are required (bench/run passes them)")
+    # The proxies start in the scratch directory (their certificate paths are
+    # relative): binaries given by a relative path are taken from here.
+    for k in ("switchyard", "switchyard_b", "sybench"):
+        if getattr(a, k) and os.sep in getattr(a, k):
+            setattr(a, k, os.path.abspath(getattr(a, k)))
     t_start = time.time()
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1028,6 +1246,8 @@ def main():
         "nginx": tool_version(["nginx", "-v"]).replace("nginx version: ", ""),
         "wrk": tool_version(["wrk", "-v"]).split(" [")[0],
         "h2load": tool_version(["h2load", "--version"]),
+        "haproxy_openssl": haproxy_openssl(),
+        "tls_key": a.tls_key,
         "nice": a.nice,
     }
     old_session_nice = set_session_nice(a.session_nice)
@@ -1047,6 +1267,8 @@ def main():
     log(f"done in {meta['elapsed_s']} s; results in {a.out_dir}; logs in {b.logs}")
     if not a.quick:
         shutil.rmtree(b.scratch, ignore_errors=True)
+    else:
+        shutil.rmtree(b.scratch / "tls", ignore_errors=True)  # the logs stay, the run's private key goes
 
 
 def render(path, cli):
@@ -1087,6 +1309,16 @@ def set_session_nice(value):
         return old
     except (OSError, ValueError, IndexError):
         return None
+
+
+def haproxy_openssl():
+    """The OpenSSL HAProxy runs on (`haproxy -vv`)."""
+    try:
+        out = subprocess.run(["haproxy", "-vv"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "OpenSSL"
+    m = re.search(r"Running on OpenSSL version : (.+)", out)
+    return m.group(1).strip() if m else "OpenSSL"
 
 
 def cpu_model():

@@ -45,10 +45,17 @@ ROOT = harness.ROOT
 class Profiler:
     def __init__(self, a):
         self.a = a
-        self.out = Path(a.out)
+        # The proxies start in the scratch directory (the bench configs'
+        # certificate paths are relative): paths given here are made absolute.
+        self.out = Path(a.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
-        b_args = argparse.Namespace(nice=0, sybench=a.sybench, switchyard=a.switchyard, contenders=[], scenarios=[])
+        for k in ("switchyard", "sybench"):
+            if os.sep in getattr(a, k):
+                setattr(a, k, os.path.abspath(getattr(a, k)))
+        b_args = argparse.Namespace(nice=0, sybench=a.sybench, switchyard=a.switchyard, contenders=[], scenarios=[],
+                                    tls_key="ecdsa-p256")
         self.bench = harness.Bench(b_args)
+        self.tls_dir = self.bench.make_certificate()
         self.summary = {}
 
     # ---- helpers
@@ -80,7 +87,7 @@ class Profiler:
         return ["nginx", "-p", f"{b.scratch}/nginx/", "-c", str(cfg), "-e", "stderr"]
 
     def start_proxy(self, name, wrapper=(), timeout=15.0):
-        p = Proc(name, list(wrapper) + self.proxy_argv(name), PROXY_CORE, 0, self.bench.logs)
+        p = Proc(name, list(wrapper) + self.proxy_argv(name), PROXY_CORE, 0, self.bench.logs, cwd=self.tls_dir)
         if not wait_port(CONTENDERS[name]["http"], timeout=timeout):
             p.stop(signal.SIGKILL)
             raise SystemExit(f"{name} did not start; see {self.bench.logs}/{name}.log")
