@@ -147,14 +147,24 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
             }
-            Discovery::Registry { url, service } => {
+            Discovery::Registry { url, service, ca } => {
                 assert!(url.starts_with("http://") || url.starts_with("https://"));
                 assert!(!service.is_empty());
+                // A CA is only ever accepted for TLS.
+                assert!(ca.is_none() || url.starts_with("https://"), "ca with {url}");
             }
-            Discovery::Etcd { endpoints, prefix } => {
+            Discovery::Etcd {
+                endpoints,
+                prefix,
+                ca,
+            } => {
                 assert!(
                     !endpoints.is_empty() && !prefix.is_empty(),
                     "empty etcd discovery"
+                );
+                assert!(
+                    ca.is_none() || endpoints.iter().all(|e| e.starts_with("https://")),
+                    "ca with {endpoints:?}"
                 );
             }
         }

@@ -11,9 +11,8 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{TestProxy, cluster, listener};
+use common::{TestProxy, cluster, exchange_from, listener};
 use switchyard_test_support::{Backend, BackendConfig, ChildGuard, free_port, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// HAProxy in TCP mode on a free port, sending every connection to `to`
 /// with a PROXY header (`send` is `send-proxy` or `send-proxy-v2`).
@@ -65,17 +64,9 @@ async fn start_haproxy(
 /// written first; returns what came back (empty when the connection was
 /// closed without an answer).
 async fn request_from(from: [u8; 4], to: SocketAddr, prefix: &[u8]) -> String {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from, 0))).unwrap();
-    let mut stream = socket.connect(to).await.unwrap();
     let mut bytes = prefix.to_vec();
     bytes.extend_from_slice(b"GET /who HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n");
-    stream.write_all(&bytes).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
-    // A reset connection reads as an error: no answer either.
-    let _ = read.await.expect("the proxy answers or closes within 10 s");
-    String::from_utf8_lossy(&answer).into_owned()
+    exchange_from(from, to, &bytes).await.1
 }
 
 #[tokio::test]
@@ -180,21 +171,12 @@ async fn a_tcp_cluster_announces_each_client_to_an_upstream_that_accepts_proxy()
             )
         );
         let p = TestProxy::start(&toml).await;
-        let raw = p.listener("raw");
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((from, 0))).unwrap();
-        let mut stream = socket.connect(raw).await.unwrap();
-        let port = stream.local_addr().unwrap().port();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-            .await
-            .expect("an answer within 10 s")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let (port, answer) = exchange_from(
+            from,
+            p.listener("raw"),
+            b"GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         let client = format!("client={}:{port}", std::net::Ipv4Addr::from(from));
         assert!(
             answer.starts_with("HTTP/1.1 200") && answer.ends_with(&client),

@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::TestProxy;
+use common::{TestProxy, cluster};
 use http::Method;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -34,15 +34,6 @@ fn listener(name: &str, listen: &str, cluster: &str, route_extra: &str) -> Strin
     format!(
         "[[listeners]]\nname = \"{name}\"\nlisten = \"{listen}\"\n\n  [[listeners.routes]]\n  cluster = \"{cluster}\"\n{route_extra}\n\n"
     )
-}
-
-fn cluster(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
-    let list = addrs
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("[[clusters]]\nname = \"{name}\"\ndiscovery = {{ static = [{list}] }}\n{extra}\n\n")
 }
 
 /// A configuration file the test rewrites between reloads.
@@ -500,4 +491,38 @@ async fn reloads_under_load_lose_no_request() {
     );
     assert!(ok > 100, "{ok}");
     assert!(a.requests() > 0 && b.requests() > 0);
+}
+
+#[tokio::test]
+async fn reload_takes_the_admin_token_and_refuses_other_origins() {
+    let a = Backend::start(BackendConfig::new("a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let file = File::new(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n{}{}",
+        token.display(),
+        listener("public", "127.0.0.1:0", "one", ""),
+        cluster("one", &[a.addr()], "")
+    ));
+    let p = TestProxy::start_from_file(file.path()).await;
+    let post = |headers: &[(&'static str, &'static str)]| {
+        let mut req = request(Method::POST, "/reload", Bytes::new());
+        for (k, v) in headers {
+            req.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        send_http1(p.admin, req)
+    };
+    let r = post(&[]).await.unwrap();
+    assert_eq!(r.status(), 401, "no token");
+    let r = post(&[
+        ("authorization", "Bearer s3cret"),
+        ("origin", "http://evil.example"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403, "another origin");
+    let r = post(&[("authorization", "Bearer s3cret")]).await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    assert_eq!(json(r.body())["generation"], 2);
 }

@@ -1,5 +1,6 @@
-//! TLS termination on HTTP listeners, with curl as the client: HTTP/2 by
-//! ALPN and HTTP/1.1 over the same port, the upstream told the scheme, a
+//! TLS termination on HTTP listeners, with curl, `openssl s_client` and
+//! grpcio as clients: HTTP/2 by ALPN and HTTP/1.1 over the same port, TLS
+//! 1.3 and 1.2 only, the upstream told the scheme, a
 //! client that does not speak TLS dropped and counted, and certificate
 //! problems refused before start; and on TCP listeners, with a rustls
 //! client. TLS origination to a cluster's endpoints, against OpenSSL's own
@@ -479,6 +480,82 @@ async fn grpc_reaches_a_grpcio_server_over_tls_with_alpn_h2() {
     assert_eq!(
         summary["servers"],
         serde_json::json!(["py-tls"]),
+        "{summary:#}"
+    );
+}
+
+/// `openssl s_client` against `port` with `args`; (succeeded, what it
+/// printed). Async, so the proxy keeps serving on the test's runtime.
+async fn s_client(ca: &str, port: u16, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "-servername",
+            "localhost",
+            "-CAfile",
+            ca,
+            "-verify_return_error",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl (scripts/test installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn openssl_s_client_gets_tls_1_3_and_1_2_with_alpn_and_nothing_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "server");
+    let b = Backend::start(BackendConfig::new("b")).await;
+    let p = TestProxy::start(&(tls_listener(&cert, &key) + &cluster("api", &[b.addr()], ""))).await;
+    let port = p.addr.port();
+    for (version, alpn) in [("-tls1_3", "h2"), ("-tls1_2", "http/1.1")] {
+        let (ok, text) = s_client(&ca, port, &[version, "-alpn", alpn]).await;
+        let expected = if version == "-tls1_3" {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
+        assert!(ok, "{version}: {text}");
+        assert!(
+            text.contains(&format!("New, {expected}, Cipher is")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("ALPN protocol: {alpn}")), "{text}");
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    }
+    // TLS 1.1 (offered at security level 0, which OpenSSL 3 needs for it)
+    // is refused by the server.
+    let (ok, text) = s_client(&ca, port, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]).await;
+    assert!(!ok, "TLS 1.1 was accepted: {text}");
+    assert!(!text.contains("New, TLSv1.1"), "{text}");
+}
+
+#[tokio::test]
+async fn grpcio_calls_through_a_tls_listener_with_channel_credentials() {
+    use switchyard_test_support::{PyGrpcServer, run_py_grpc_client_with};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "front");
+    let server = PyGrpcServer::start().await;
+    let toml =
+        tls_listener(&cert, &key) + &cluster("api", &[server.addr()], "protocol = \"http2\"");
+    let p = TestProxy::start(&toml).await;
+    // grpcio's TLS channel (ssl_channel_credentials with the test CA),
+    // which negotiates h2 by ALPN: unary and every streaming kind, and
+    // failing calls, through the TLS listener to a plaintext upstream.
+    let target = format!("127.0.0.1:{}", p.addr.port());
+    let summary = run_py_grpc_client_with(&target, &["--ca", &ca, "--server-name", "localhost"])
+        .await
+        .unwrap_or_else(|err| panic!("python TLS client through the proxy: {err}"));
+    assert_eq!(summary["ok"], serde_json::json!(true), "{summary:#}");
+    assert_eq!(
+        summary["servers"],
+        serde_json::json!([server.name()]),
         "{summary:#}"
     );
 }

@@ -38,6 +38,8 @@ def main():
     parser.add_argument("--interval-ms", type=int, default=500)
     parser.add_argument("--deadline", type=float, default=0.0)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--ca", help="PEM bundle: connect over TLS, trusting it")
+    parser.add_argument("--server-name", help="with --ca: the name the certificate must carry")
     args = parser.parse_args()
 
     echo_pb2, echo_pb2_grpc = echo_stubs.load(args.proto_root)
@@ -166,7 +168,16 @@ def main():
         "unary-calls": [("unary_calls", unary_calls)],
     }
 
-    with grpc.insecure_channel(args.target, options=echo_stubs.CHANNEL_OPTIONS) as channel:
+    if args.ca:
+        with open(args.ca, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        options = list(echo_stubs.CHANNEL_OPTIONS)
+        if args.server_name:
+            options.append(("grpc.ssl_target_name_override", args.server_name))
+        channel = grpc.secure_channel(args.target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.target, options=echo_stubs.CHANNEL_OPTIONS)
+    with channel:
         stub = echo_pb2_grpc.EchoStub(channel)
         for name, check in scenarios[args.scenario]:
             try:

@@ -178,3 +178,20 @@ pub async fn websocket_upgrade(addr: SocketAddr) -> (tokio::net::TcpStream, Stri
     }
     (s, String::from_utf8(head).unwrap())
 }
+
+/// Sends `bytes` to `to` on a connection from the loopback address `from`
+/// (127.0.0.x: distinct client addresses on one host) and reads until the
+/// peer closes; a reset reads as the end. Returns the connection's local
+/// port and what came back.
+pub async fn exchange_from(from: [u8; 4], to: SocketAddr, bytes: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(to).await.unwrap();
+    let port = stream.local_addr().unwrap().port();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    let _ = read.await.expect("an answer or a close within 10 s");
+    (port, String::from_utf8_lossy(&answer).into_owned())
+}

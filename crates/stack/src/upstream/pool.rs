@@ -165,6 +165,15 @@ impl Pool {
         res.map_err(|e| e.at(self.inner.addr))
     }
 
+    /// A place under the cluster's `max_connections` for a new connection.
+    fn connection_permit(&self) -> Result<Permit, ProxyError> {
+        self.inner
+            .settings
+            .connections
+            .try_acquire()
+            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))
+    }
+
     /// The PROXY header a new connection for `client` starts with, if the
     /// cluster sends one; a connection with no downstream client (the
     /// library's, a health check) says so with the LOCAL form.
@@ -184,12 +193,7 @@ impl Pool {
         &self,
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
-        let permit = self
-            .inner
-            .settings
-            .connections
-            .try_acquire()
-            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
+        let permit = self.connection_permit()?;
         let preface = self.preface(req.extensions().get::<ClientAddrs>());
         let resp = match self.inner.settings.protocol {
             UpstreamProtocol::Http1 => {
@@ -284,12 +288,7 @@ impl Pool {
         &self,
         client: Option<&ClientAddrs>,
     ) -> Result<(http1::SendRequest<Body>, ConnectionLease), ProxyError> {
-        let permit = self
-            .inner
-            .settings
-            .connections
-            .try_acquire()
-            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
+        let permit = self.connection_permit()?;
         let addr = self.inner.addr;
         let stream = self.open(self.preface(client).as_deref()).await?;
         let (tx, conn) = http1::Builder::new()
@@ -359,12 +358,7 @@ impl Pool {
         if let Some(tx) = self.inner.current_h2() {
             return Ok(tx);
         }
-        let permit = self
-            .inner
-            .settings
-            .connections
-            .try_acquire()
-            .ok_or_else(|| ProxyError::new(ErrorKind::Overloaded))?;
+        let permit = self.connection_permit()?;
         let tx = self.connect_h2(permit, None).await?;
         *self.inner.lock_h2() = Some(tx.clone());
         Ok(tx)
