@@ -41,6 +41,10 @@ enum Command {
         /// Path to the configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reload when the configuration file changes (checked every
+        /// second), besides SIGHUP and `POST /reload`.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a configuration and report every error with its location.
     Check {
@@ -197,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     });
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
-        Command::Proxy { config } => {
+        Command::Proxy { config, watch } => {
             let checked = match switchyard_config::load_with_warnings(&config) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -226,6 +230,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await?
                     .with_loader(reload_loader(config.clone()));
                 tokio::spawn(hangups.reload(proxy.reloader()));
+                if watch {
+                    tokio::spawn(watch_file(config.clone(), proxy.reloader()));
+                }
                 anyhow::Ok(proxy.run(shutdown).await)
             })?;
             if !drained {
@@ -454,6 +461,45 @@ fn reload_loader(path: PathBuf) -> switchyard_proxy::Loader {
         }
         Err(errors) => Err(errors.errors.iter().map(ToString::to_string).collect()),
     })
+}
+
+/// What tells a file changed: its modification time, size and inode (an
+/// editor or a config manager often replaces the file rather than writing
+/// it in place).
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok()?, meta.len(), inode))
+}
+
+/// `--watch`: reloads when the configuration file changes. A change is
+/// applied once the file has stayed the same for a moment, so a file being
+/// written is not read half-way; a file that does not validate is refused
+/// like any reload (and logged), and the next change tries again.
+async fn watch_file(path: PathBuf, reloader: switchyard_proxy::Reloader) {
+    const EVERY: Duration = Duration::from_secs(1);
+    let mut applied = file_stamp(&path);
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let seen = file_stamp(&path);
+        if seen == applied || seen.is_none() {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if file_stamp(&path) != seen {
+            continue; // still being written
+        }
+        tracing::info!(file = %path.display(), "configuration file changed: reloading");
+        applied = seen;
+        if reloader.reload().await.is_none() {
+            return;
+        }
+    }
 }
 
 /// SIGHUP, caught so that it never kills the process (its default action):

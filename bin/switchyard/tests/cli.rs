@@ -540,3 +540,60 @@ fn check_warns_of_shadowed_routes_and_grpc_to_http1() {
         "{err}"
     );
 }
+
+#[test]
+fn proxy_with_watch_reloads_when_its_file_changes() {
+    let (port, port2, admin) = (free_port(), free_port(), free_port());
+    let config = |listeners: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nworkers = 1\n{listeners}\
+             [[clusters]]\nname = \"api\"\ndiscovery = {{ static = [\"127.0.0.1:9\"] }}\n"
+        )
+    };
+    let listener = |name: &str, port: u16| {
+        format!(
+            "[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n  [[listeners.routes]]\n  cluster = \"api\"\n"
+        )
+    };
+    let f = write_config(&config(&listener("public", port)));
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "proxy", "--watch", "--config"])
+        .arg(f.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what} did not happen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("ready", &|| {
+        http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    // A broken edit is refused and the running configuration serves on.
+    std::fs::write(f.path(), "[[listeners]\n").unwrap();
+    wait("the refused reload", &|| {
+        http_get(admin, "/metrics")
+            .is_some_and(|m| m.contains("switchyard_config_reloads_total{result=\"failure\"} 1"))
+    });
+    // The fixed file is applied: the added listener serves.
+    std::fs::write(
+        f.path(),
+        config(&(listener("public", port) + &listener("second", port2))),
+    )
+    .unwrap();
+    wait("the second listener", &|| http_get(port2, "/").is_some());
+    let cfg = http_get(admin, "/config").unwrap();
+    assert!(cfg.contains("\"generation\":2"), "{cfg}");
+    assert_eq!(terminate(&mut child).code(), Some(0));
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.contains("configuration file changed: reloading"),
+        "{logs}"
+    );
+    assert!(logs.contains("configuration reload refused"), "{logs}");
+}
