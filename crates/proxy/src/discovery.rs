@@ -58,7 +58,7 @@ fn dns_options(dns: &DnsDiscovery) -> DnsOptions {
 
 /// A cluster's running discovery; dropping it stops both tasks.
 #[derive(Debug)]
-pub(crate) struct ClusterDiscovery {
+pub struct ClusterDiscovery {
     cluster: String,
     discovery: Discovery,
     applier: JoinHandle<()>,
@@ -71,10 +71,14 @@ impl Drop for ClusterDiscovery {
 }
 
 impl ClusterDiscovery {
-    pub(crate) async fn wait_synced(&self, timeout: Duration) {
-        if !self.discovery.wait_synced(timeout).await {
+    /// Waits up to `timeout` for the source's first endpoint set (logging
+    /// when it does not come); returns whether it came.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let synced = self.discovery.wait_synced(timeout).await;
+        if !synced {
             warn!(cluster = %self.cluster, source = %self.discovery.describe(), waited = ?timeout, "no endpoints discovered yet; starting with an empty cluster");
         }
+        synced
     }
 }
 
@@ -119,9 +123,12 @@ pub(crate) fn source(config: &ClusterConfig) -> Result<Source, SourceError> {
     })
 }
 
-/// Starts discovery for one cluster. Static endpoints are applied at once
-/// and need no task (`None`).
-pub(crate) fn start(
+/// Starts discovery for one cluster, applying every endpoint set it finds
+/// to `cluster`. Static endpoints are applied at once and need no task
+/// (`None`); the other sources run on the current tokio runtime until the
+/// returned [`ClusterDiscovery`] is dropped. The library's client runs it
+/// too.
+pub fn start(
     config: &ClusterConfig,
     cluster: Arc<Cluster>,
     opts: &DiscoveryOptions,

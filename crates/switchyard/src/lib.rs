@@ -37,7 +37,9 @@
 //! # Layout
 //! - [`Client`]: a cluster client built from a [`config::ClusterConfig`]
 //!   and a call policy ([`ClientBuilder`]: in code, or a route's TOML);
-//!   [`GrpcChannel`] is its face for tonic.
+//!   it runs the cluster's discovery (static, the registry, DNS, etcd) in
+//!   the background, as the proxy does. [`GrpcChannel`] is its face for
+//!   tonic.
 //! - [`registry`]: self-registration — register, heartbeat in the
 //!   background, drain and deregister on shutdown
 //!   ([`registry::Registration`]).
@@ -90,6 +92,27 @@ pub struct Client {
 struct Inner {
     cluster: Arc<Cluster>,
     policy: CallPolicy,
+    /// The cluster's running discovery (registry, DNS, etcd); it stops when
+    /// the last clone of the client is dropped.
+    discovery: Option<switchyard_proxy::discovery::ClusterDiscovery>,
+}
+
+/// Why a [`Client`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The cluster's `tls` files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The cluster's discovery settings cannot be used (e.g. a bad URL).
+    #[error("cluster {cluster}: cannot start discovery: {source}")]
+    Discovery {
+        cluster: String,
+        #[source]
+        source: switchyard_discovery::SourceError,
+    },
+    /// Registry, DNS and etcd discovery run as tasks of a tokio runtime.
+    #[error("cluster {0}: its discovery runs on tokio; build the client inside a tokio runtime")]
+    NoRuntime(String),
 }
 
 /// Builds a [`Client`]. Every setting starts at a proxy route's default:
@@ -157,23 +180,27 @@ impl ClientBuilder<'_> {
     }
 
     /// A client for the cluster. With static discovery it starts with the
-    /// configured endpoints; other sources start empty until
-    /// [`Client::update`] fills them. Fails only when the cluster's `tls`
-    /// files cannot be used.
-    pub fn build(self) -> Result<Client, TlsError> {
+    /// configured endpoints. The other sources (the registry, DNS, etcd)
+    /// run in the background on the current tokio runtime, as the proxy's
+    /// do: the client starts empty and follows every set they find
+    /// ([`Client::discovered`] waits for the first). Fails when the
+    /// cluster's `tls` files or discovery settings cannot be used.
+    pub fn build(self) -> Result<Client, BuildError> {
         let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
         let cluster = Arc::new(Cluster::new(self.config, metrics)?);
-        if let Discovery::Static(eps) = &self.config.discovery {
-            let specs: Vec<EndpointSpec> = eps
-                .iter()
-                .map(|e| EndpointSpec {
-                    addr: e.address,
-                    weight: e.weight,
-                    draining: false,
-                })
-                .collect();
-            cluster.update(&specs);
+        let dynamic = !matches!(self.config.discovery, Discovery::Static(_));
+        if dynamic && tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime(self.config.name.clone()));
         }
+        let discovery = switchyard_proxy::discovery::start(
+            self.config,
+            cluster.clone(),
+            &switchyard_proxy::DiscoveryOptions::default(),
+        )
+        .map_err(|source| BuildError::Discovery {
+            cluster: self.config.name.clone(),
+            source,
+        })?;
         let policy = CallPolicy::new(
             self.timeout,
             self.max_stream_duration,
@@ -181,7 +208,11 @@ impl ClientBuilder<'_> {
             self.hedge,
         );
         Ok(Client {
-            inner: Arc::new(Inner { cluster, policy }),
+            inner: Arc::new(Inner {
+                cluster,
+                policy,
+                discovery,
+            }),
         })
     }
 }
@@ -189,7 +220,7 @@ impl ClientBuilder<'_> {
 impl Client {
     /// A client with a route's default policy (no retries); see
     /// [`Client::builder`] for more.
-    pub fn new(config: &ClusterConfig) -> Result<Self, TlsError> {
+    pub fn new(config: &ClusterConfig) -> Result<Self, BuildError> {
         Self::builder(config).build()
     }
 
@@ -205,7 +236,18 @@ impl Client {
         }
     }
 
-    /// Replaces the endpoint set; endpoints that stay keep their state.
+    /// Waits up to `timeout` for the cluster's discovery to deliver its
+    /// first endpoint set; `true` at once for static endpoints.
+    pub async fn discovered(&self, timeout: Duration) -> bool {
+        match &self.inner.discovery {
+            Some(d) => d.wait_synced(timeout).await,
+            None => true,
+        }
+    }
+
+    /// Replaces the endpoint set; endpoints that stay keep their state. (A
+    /// cluster with a discovery source replaces it again at its next
+    /// change.)
     pub fn update(&self, endpoints: &[EndpointSpec]) {
         self.inner.cluster.update(endpoints);
     }
@@ -220,7 +262,7 @@ impl Client {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let Inner { cluster, policy } = &*self.inner;
+        let Inner { cluster, policy, .. } = &*self.inner;
         let grpc = is_grpc(&req);
         let deadlines = Deadlines::of(policy, caller_timeout(req.headers(), grpc));
         if deadlines.expired() {

@@ -282,3 +282,89 @@ async fn tonic_clients_get_retries_deadlines_and_grpc_statuses() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
+
+/// A registry (embedded store) serving on an ephemeral loopback port until
+/// the returned sender is dropped; its base URL.
+async fn registry(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use switchyard_registry::{RegistryServer, store::embedded::EmbeddedStore};
+    let store = std::sync::Arc::new(EmbeddedStore::open(dir).await.unwrap());
+    let server = RegistryServer::bind_with_store("127.0.0.1:0".parse().unwrap(), store, None)
+        .await
+        .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+/// The body of one GET through `client`.
+async fn body_of(client: &Client) -> String {
+    let req = http::Request::get("/").body(Body::empty()).unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_runs_its_clusters_discovery() {
+    use switchyard::registry::{Registration, RegistrationOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _stop) = registry(dir.path()).await;
+    let (a, b) = (
+        Backend::start(BackendConfig::new("a")).await,
+        Backend::start(BackendConfig::new("b")).await,
+    );
+    let first = Registration::register(RegistrationOptions::new(&url, "api", "a", a.addr()))
+        .await
+        .unwrap();
+    let config = switchyard::config::parse(
+        &format!(
+            "[[clusters]]\nname = \"api\"\ndiscovery = {{ registry = {{ url = \"{url}\", service = \"api\" }} }}\n"
+        ),
+        "client.toml",
+    )
+    .unwrap();
+    let client = Client::new(&config.clusters[0]).unwrap();
+    assert!(client.discovered(Duration::from_secs(5)).await);
+    assert_eq!(body_of(&client).await, "a");
+    // The registry's changes reach the client by themselves.
+    let _second = Registration::register(RegistrationOptions::new(&url, "api", "b", b.addr()))
+        .await
+        .unwrap();
+    first.shutdown(Duration::from_millis(100)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while body_of(&client).await != "b" {
+        assert!(
+            Instant::now() < deadline,
+            "the client never followed the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(body_of(&client).await, "b");
+    }
+}
+
+#[test]
+fn a_client_with_dynamic_discovery_needs_a_runtime() {
+    let config = switchyard::config::parse(
+        "[[clusters]]\nname = \"api\"\ndiscovery = { registry = { url = \"http://127.0.0.1:7400\", service = \"api\" } }\n",
+        "client.toml",
+    )
+    .unwrap();
+    let err = Client::new(&config.clusters[0]).unwrap_err();
+    assert!(
+        matches!(err, switchyard::BuildError::NoRuntime(ref c) if c == "api"),
+        "{err}"
+    );
+}
