@@ -262,7 +262,9 @@ impl Client {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let Inner { cluster, policy, .. } = &*self.inner;
+        let Inner {
+            cluster, policy, ..
+        } = &*self.inner;
         let grpc = is_grpc(&req);
         let deadlines = Deadlines::of(policy, caller_timeout(req.headers(), grpc));
         if deadlines.expired() {
