@@ -597,3 +597,55 @@ fn proxy_with_watch_reloads_when_its_file_changes() {
     );
     assert!(logs.contains("configuration reload refused"), "{logs}");
 }
+
+#[test]
+fn registry_tls_flags_are_checked_before_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", dir.path().join("store").display());
+    let listen = format!("127.0.0.1:{}", free_port());
+    // A certificate without its key is a usage error.
+    let (code, _, err) = run(&[
+        "registry",
+        "--listen",
+        &listen,
+        "--store",
+        &store,
+        "--tls-cert",
+        "cert.pem",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-key"), "{err}");
+    // Files that are not there fail the start, named.
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let (code, _, err) = run(&[
+        "registry",
+        "--listen",
+        &listen,
+        "--store",
+        &store,
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(missing), "{err}");
+    // So does a file that holds no certificate.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let (code, _, err) = run(&[
+        "registry",
+        "--listen",
+        &listen,
+        "--store",
+        &store,
+        "--tls-cert",
+        garbage,
+        "--tls-key",
+        garbage,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(garbage), "{err}");
+}
