@@ -38,8 +38,9 @@
 //! - [`Client`]: a cluster client built from a [`config::ClusterConfig`]
 //!   and a call policy ([`ClientBuilder`]: in code, or a route's TOML);
 //!   it runs the cluster's discovery (static, the registry, DNS, etcd) in
-//!   the background, as the proxy does. [`GrpcChannel`] is its face for
-//!   tonic.
+//!   the background, as the proxy does, and with a tracer
+//!   ([`ClientBuilder::tracer`]) records a span per call and per attempt.
+//!   [`GrpcChannel`] is its face for tonic.
 //! - [`registry`]: self-registration — register, heartbeat in the
 //!   background, drain and deregister on shutdown
 //!   ([`registry::Registration`]).
@@ -78,7 +79,10 @@ use switchyard_stack::{
     cluster::{Cluster, EndpointSpec},
     error::response::error_response,
 };
-use switchyard_telemetry::{Decision, Metrics};
+use switchyard_telemetry::{
+    Decision, Metrics,
+    trace::{KeyValue, RequestTrace, Tracer},
+};
 
 /// Sends requests to one cluster under one call policy. Cheap to clone:
 /// clones share the cluster (its connections, limits, budgets and
@@ -95,6 +99,7 @@ struct Inner {
     /// The cluster's running discovery (registry, DNS, etcd); it stops when
     /// the last clone of the client is dropped.
     discovery: Option<switchyard_proxy::discovery::ClusterDiscovery>,
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// Why a [`Client`] could not be built.
@@ -125,6 +130,7 @@ pub struct ClientBuilder<'a> {
     retry: Option<RetryPolicy>,
     hedge: Option<HedgePolicy>,
     metrics: Option<Arc<Metrics>>,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl ClientBuilder<'_> {
@@ -171,6 +177,18 @@ impl ClientBuilder<'_> {
         self
     }
 
+    /// Traces every call: a span for the call (continuing the trace of a
+    /// `traceparent`/B3 header the request carries, else a new one, sampled
+    /// by the tracer's ratio) with a client span per attempt, whose context
+    /// goes upstream. Start the tracer with
+    /// [`Tracer::start`](switchyard_telemetry::trace::Tracer::start) from a
+    /// `[tracing]` configuration.
+    #[must_use]
+    pub fn tracer(mut self, tracer: Arc<Tracer>) -> Self {
+        self.tracer = Some(tracer);
+        self
+    }
+
     /// Records the cluster's metrics in `metrics`, for a service that
     /// exposes or merges them; by default they go to a private registry.
     #[must_use]
@@ -212,6 +230,7 @@ impl ClientBuilder<'_> {
                 cluster,
                 policy,
                 discovery,
+                tracer: self.tracer,
             }),
         })
     }
@@ -233,6 +252,7 @@ impl Client {
             retry: None,
             hedge: None,
             metrics: None,
+            tracer: None,
         }
     }
 
@@ -263,7 +283,10 @@ impl Client {
         B::Error: Into<BoxError>,
     {
         let Inner {
-            cluster, policy, ..
+            cluster,
+            policy,
+            tracer,
+            ..
         } = &*self.inner;
         let grpc = is_grpc(&req);
         let deadlines = Deadlines::of(policy, caller_timeout(req.headers(), grpc));
@@ -272,6 +295,10 @@ impl Client {
             return Err(ProxyError::new(ErrorKind::DeadlineExpired));
         }
         let (mut parts, body) = req.into_parts();
+        // The caller's trace context, if it sent one, is this call's
+        // parent; each attempt then carries its own.
+        let trace = tracer.as_ref().map(|t| (t, t.begin(&parts.headers)));
+        let method = parts.method.clone();
         remove_deadline_headers(&mut parts.headers);
         set_upstream_target(&mut parts, cluster.protocol(), cluster.name())?;
         // A body failure is the caller's: never retried, never blamed on
@@ -286,13 +313,17 @@ impl Client {
             hash: None,
             grpc,
             incoming_attempt: 1,
-            tracing: None,
+            tracing: trace.as_ref().map(|(tracer, t)| (*tracer, t)),
         };
         let mut log = AttemptLog::default();
         let sent = call.send(parts, body, &mut log);
-        let resp = within_head_timeout(sent, &deadlines, state.as_ref(), policy.timeout())
+        let answer = within_head_timeout(sent, &deadlines, state.as_ref(), policy.timeout())
             .await
-            .unwrap_or_else(|| Err(ProxyError::new(ErrorKind::Timeout)))?;
+            .unwrap_or_else(|| Err(ProxyError::new(ErrorKind::Timeout)));
+        if let Some((tracer, t)) = &trace {
+            end_call_span(tracer, t, &method, cluster, &log, &answer);
+        }
+        let resp = answer?;
         Ok(match deadlines.stream_end() {
             Some(end) => resp.map(|b| {
                 b.timed(StreamLimits {
@@ -373,4 +404,36 @@ where
             })
         })
     }
+}
+
+/// Ends a call's span when its response head (or its failure) is known:
+/// named `METHOD cluster`, with the attempts made, the endpoint that
+/// answered, the status, and on failure the error kind as `error.type`.
+fn end_call_span(
+    tracer: &Tracer,
+    t: &RequestTrace,
+    method: &http::Method,
+    cluster: &Cluster,
+    log: &AttemptLog,
+    answer: &Result<Response<Body>, ProxyError>,
+) {
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", method.to_string()),
+        KeyValue::new("switchyard.cluster", cluster.name().to_owned()),
+        KeyValue::new("switchyard.attempts", i64::from(log.attempts)),
+    ];
+    if let Some(ep) = log.endpoint {
+        attrs.push(KeyValue::new("switchyard.endpoint", ep.to_string()));
+    }
+    let error = match answer {
+        Ok(resp) => {
+            attrs.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(resp.status().as_u16()),
+            ));
+            resp.status().is_server_error().then_some("http_5xx")
+        }
+        Err(e) => Some(e.kind().as_str()),
+    };
+    tracer.end_call(t, format!("{method} {}", cluster.name()), attrs, error);
 }

@@ -28,6 +28,7 @@ pub mod dnsmasq;
 pub mod etcd;
 pub mod eventually;
 pub mod grpc;
+pub mod phoenix;
 pub mod ports;
 pub mod process;
 pub mod python;

@@ -25,7 +25,7 @@ use std::{
 
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::{
-    InstrumentationScope, KeyValue,
+    InstrumentationScope,
     trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
 };
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -36,6 +36,7 @@ use opentelemetry_sdk::{
 use switchyard_config::{OtlpProtocol, TracingConfig};
 use tokio::sync::mpsc;
 
+pub use opentelemetry::KeyValue;
 pub use propagation::Format;
 
 use crate::metrics::SpanMetrics;
@@ -233,6 +234,33 @@ impl Tracer {
             t.parent.unwrap_or(0),
             t.parent.is_some(),
             SpanKind::Server,
+            name,
+            t.start,
+            attributes,
+            error,
+        );
+        self.record(span);
+    }
+
+    /// Ends the span of a call the library's client made: the logical
+    /// operation (kind internal) whose children are its attempts, as the
+    /// server span is for a proxied request.
+    pub fn end_call(
+        &self,
+        t: &RequestTrace,
+        name: String,
+        attributes: Vec<KeyValue>,
+        error: Option<&'static str>,
+    ) {
+        if !t.sampled {
+            return;
+        }
+        let span = self.span_data(
+            t,
+            t.span_id,
+            t.parent.unwrap_or(0),
+            t.parent.is_some(),
+            SpanKind::Internal,
             name,
             t.start,
             attributes,
