@@ -41,6 +41,8 @@
 //!   the background, as the proxy does, and with a tracer
 //!   ([`ClientBuilder::tracer`]) records a span per call and per attempt.
 //!   [`GrpcChannel`] is its face for tonic.
+//! - [`context`]: the handled request's deadline, trace and retry marker,
+//!   carried to the calls a handler makes ([`ContextLayer`] on a server).
 //! - [`registry`]: self-registration — register, heartbeat in the
 //!   background, drain and deregister on shutdown
 //!   ([`registry::Registration`]).
@@ -54,13 +56,16 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context as TaskContext, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{Request, Response};
 
+pub mod context;
+
+pub use context::{Context, ContextLayer};
 pub use switchyard_balance as balance;
 pub use switchyard_config as config;
 pub use switchyard_discovery as discovery;
@@ -277,7 +282,12 @@ impl Client {
     /// which is also what goes upstream), with retries and hedges on other
     /// endpoints as the policy allows. A request without an authority gets
     /// the cluster's name, so virtual hosting works.
-    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<Body>, ProxyError>
+    ///
+    /// Inside a handler running under [`ContextLayer`] (or a
+    /// [`Context::scope`]), the request inherits what it does not set
+    /// itself: the handled request's remaining deadline, its trace context,
+    /// and, when it was a retry, no retries of its own.
+    pub async fn send<B>(&self, mut req: Request<B>) -> Result<Response<Body>, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -289,6 +299,10 @@ impl Client {
             ..
         } = &*self.inner;
         let grpc = is_grpc(&req);
+        let incoming_attempt = match Context::current() {
+            Some(context) => context.apply(req.headers_mut(), grpc),
+            None => 1,
+        };
         let deadlines = Deadlines::of(policy, caller_timeout(req.headers(), grpc));
         if deadlines.expired() {
             cluster.decisions().count(Decision::DeadlineExpired);
@@ -312,7 +326,7 @@ impl Client {
             deadlines,
             hash: None,
             grpc,
-            incoming_attempt: 1,
+            incoming_attempt,
             tracing: trace.as_ref().map(|(tracer, t)| (*tracer, t)),
         };
         let mut log = AttemptLog::default();
@@ -366,7 +380,7 @@ where
     /// Always ready: limits are enforced per request (an overloaded
     /// cluster fails fast with [`ErrorKind::Overloaded`]), not by
     /// back-pressure.
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))
     }
 
@@ -391,7 +405,7 @@ where
     type Error = Infallible;
     type Future = BoxFuture<Response<Body>, Infallible>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 

@@ -368,3 +368,85 @@ fn a_client_with_dynamic_discovery_needs_a_runtime() {
         "{err}"
     );
 }
+
+/// A handler that makes one call through `client`, served under
+/// [`ContextLayer`]; returns what the call answered.
+async fn handle(
+    client: &Client,
+    incoming: &[(&'static str, &'static str)],
+) -> Result<http::Response<Body>, switchyard::ProxyError> {
+    use tower::{ServiceBuilder, ServiceExt};
+    let client = client.clone();
+    let handler = tower::service_fn(move |_req: http::Request<()>| {
+        let client = client.clone();
+        async move {
+            let call = http::Request::get("/down").body(Body::empty()).unwrap();
+            client.send(call).await
+        }
+    });
+    let mut req = http::Request::get("/up").body(()).unwrap();
+    for (k, v) in incoming {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    ServiceBuilder::new()
+        .layer(switchyard::ContextLayer)
+        .service(handler)
+        .oneshot(req)
+        .await
+}
+
+#[tokio::test]
+async fn a_handlers_calls_inherit_its_deadline_trace_and_retry_marker() {
+    let b = Backend::start(BackendConfig::new("b")).await;
+    let policy = switchyard::config::RetryPolicy {
+        on: vec![switchyard::config::RetryOn::GatewayError],
+        ..switchyard::config::RetryPolicy::default()
+    };
+    let config = cluster_config("", &[b.addr()]);
+    let client = Client::builder(&config).retry(policy).build().unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // The remaining deadline and the trace go upstream with no user code.
+    let resp = handle(
+        &client,
+        &[
+            ("x-switchyard-timeout-ms", "800"),
+            ("traceparent", traceparent),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = b.last_request().unwrap();
+    let left: u64 = seen
+        .header("x-switchyard-timeout-ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left > 0 && left <= 800, "{left}");
+    assert_eq!(seen.header("traceparent"), Some(traceparent));
+
+    // A handled retry is not retried again downstream.
+    b.set_mode(Mode::Status(503));
+    b.reset_stats();
+    let resp = handle(&client, &[("x-switchyard-attempt", "2")])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(b.requests(), 1, "a retried request's call was retried");
+    // An original request's call is: all three attempts of the default
+    // policy (the one endpoint is tried again).
+    b.reset_stats();
+    let resp = handle(&client, &[]).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(b.requests(), 3);
+
+    // A caller that has given up: the call fails at once, nothing is sent.
+    b.set_mode(Mode::Ok);
+    b.reset_stats();
+    let err = handle(&client, &[("x-switchyard-timeout-ms", "0")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExpired);
+    assert_eq!(b.requests(), 0);
+}
