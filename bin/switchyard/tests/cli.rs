@@ -603,49 +603,31 @@ fn registry_tls_flags_are_checked_before_it_serves() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("embedded:{}", dir.path().join("store").display());
     let listen = format!("127.0.0.1:{}", free_port());
-    // A certificate without its key is a usage error.
-    let (code, _, err) = run(&[
-        "registry",
-        "--listen",
-        &listen,
-        "--store",
-        &store,
-        "--tls-cert",
-        "cert.pem",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--tls-key"), "{err}");
-    // Files that are not there fail the start, named.
-    let missing = dir.path().join("missing.pem");
-    let missing = missing.to_str().unwrap();
-    let (code, _, err) = run(&[
-        "registry",
-        "--listen",
-        &listen,
-        "--store",
-        &store,
-        "--tls-cert",
-        missing,
-        "--tls-key",
-        missing,
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains(missing), "{err}");
-    // So does a file that holds no certificate.
+    let missing = dir.path().join("missing.pem").display().to_string();
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").unwrap();
-    let garbage = garbage.to_str().unwrap();
-    let (code, _, err) = run(&[
-        "registry",
-        "--listen",
-        &listen,
-        "--store",
-        &store,
-        "--tls-cert",
-        garbage,
-        "--tls-key",
-        garbage,
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains(garbage), "{err}");
+    let garbage = garbage.display().to_string();
+    // (flags, exit code, what the error names): a certificate without its
+    // key is a usage error; files that are not there, or hold no
+    // certificate, fail the start.
+    let cases: [(Vec<&str>, i32, &str); 3] = [
+        (vec!["--tls-cert", "cert.pem"], 2, "--tls-key"),
+        (
+            vec!["--tls-cert", &missing, "--tls-key", &missing],
+            1,
+            &missing,
+        ),
+        (
+            vec!["--tls-cert", &garbage, "--tls-key", &garbage],
+            1,
+            &garbage,
+        ),
+    ];
+    for (flags, expected, named) in cases {
+        let mut args = vec!["registry", "--listen", &listen, "--store", &store];
+        args.extend(flags);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, expected, "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
 }

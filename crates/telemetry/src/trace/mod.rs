@@ -225,21 +225,7 @@ impl Tracer {
         attributes: Vec<KeyValue>,
         error: Option<&'static str>,
     ) {
-        if !t.sampled {
-            return;
-        }
-        let span = self.span_data(
-            t,
-            t.span_id,
-            t.parent.unwrap_or(0),
-            t.parent.is_some(),
-            SpanKind::Server,
-            name,
-            t.start,
-            attributes,
-            error,
-        );
-        self.record(span);
+        self.end_own(t, SpanKind::Server, name, attributes, error);
     }
 
     /// Ends the span of a call the library's client made: the logical
@@ -252,6 +238,18 @@ impl Tracer {
         attributes: Vec<KeyValue>,
         error: Option<&'static str>,
     ) {
+        self.end_own(t, SpanKind::Internal, name, attributes, error);
+    }
+
+    /// Ends the span `t` stands for (a child of the caller's, if any).
+    fn end_own(
+        &self,
+        t: &RequestTrace,
+        kind: SpanKind,
+        name: String,
+        attributes: Vec<KeyValue>,
+        error: Option<&'static str>,
+    ) {
         if !t.sampled {
             return;
         }
@@ -260,7 +258,7 @@ impl Tracer {
             t.span_id,
             t.parent.unwrap_or(0),
             t.parent.is_some(),
-            SpanKind::Internal,
+            kind,
             name,
             t.start,
             attributes,
