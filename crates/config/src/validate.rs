@@ -62,25 +62,23 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, admin: SocketAddr) {
     unique_names(ctx, "cluster", &refs.cluster_names);
     known_clusters(ctx, refs);
     listen_conflicts(ctx, refs, admin);
+    // What a udp listener's cluster cannot have: both are for connections.
     for (name, site) in &refs.udp_clusters {
-        if refs.proxy_protocol_clusters.contains(name) {
+        let refused = [
+            (
+                refs.proxy_protocol_clusters.contains(name),
+                "sends the PROXY protocol, which a udp listener cannot (it is for connections)",
+            ),
+            (
+                refs.tls_clusters.contains(name),
+                "has `tls`, which a udp listener cannot use (DTLS is not supported)",
+            ),
+        ];
+        for (_, why) in refused.into_iter().filter(|(applies, _)| *applies) {
             ctx.report(
                 &site.span,
                 &site.path,
-                ErrorKind::Conflict(format!(
-                    "cluster {name} sends the PROXY protocol, which a udp listener cannot (it is for connections)"
-                )),
-            );
-        }
-    }
-    for (name, site) in &refs.udp_clusters {
-        if refs.tls_clusters.contains(name) {
-            ctx.report(
-                &site.span,
-                &site.path,
-                ErrorKind::Conflict(format!(
-                    "cluster {name} has `tls`, which a udp listener cannot use (DTLS is not supported)"
-                )),
+                ErrorKind::Conflict(format!("cluster {name} {why}")),
             );
         }
     }

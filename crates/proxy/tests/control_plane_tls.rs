@@ -43,6 +43,17 @@ async fn https_registry(dir: &Path, cert: &str, key: &str) -> (String, oneshot::
     (url, stop)
 }
 
+/// Waits until the proxy's discovery found `backend` and a request
+/// reaches it.
+async fn routes_to(p: &TestProxy, backend: &Backend) {
+    let addr = p.addr;
+    eventually(Duration::from_secs(10), || async move {
+        get(addr, "/").await.status() == 200
+    })
+    .await;
+    assert!(backend.requests() >= 1);
+}
+
 fn discovery_config(discovery: &str) -> String {
     format!(
         "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n  [[listeners.routes]]\n  cluster = \"api\"\n\n\
@@ -103,12 +114,7 @@ async fn registry_over_https_is_followed_by_registration_and_discovery() {
         "{{ registry = {{ url = \"{url}\", service = \"api\", ca = \"{ca}\" }} }}"
     )))
     .await;
-    let addr = p.addr;
-    eventually(Duration::from_secs(10), || async move {
-        get(addr, "/").await.status() == 200
-    })
-    .await;
-    assert!(backend.requests() >= 1);
+    routes_to(&p, &backend).await;
 
     // A proxy that does not trust the registry's CA discovers nothing and
     // counts the failures.
@@ -155,12 +161,7 @@ async fn etcd_discovery_reads_an_etcd_that_requires_tls() {
         "{{ etcd = {{ endpoints = [\"{url}\"], prefix = \"/switchyard/services/api/\", ca = \"{ca}\" }} }}"
     )))
     .await;
-    let addr = p.addr;
-    eventually(Duration::from_secs(10), || async move {
-        get(addr, "/").await.status() == 200
-    })
-    .await;
-    assert!(backend.requests() >= 1);
+    routes_to(&p, &backend).await;
 
     // Plaintext to the TLS port is no way in: the client fails, never
     // reading a key.
