@@ -44,6 +44,17 @@ const TRACE_HEADERS: [&str; 8] = [
     "x-b3-flags",
 ];
 
+/// The trace context headers `headers` carries.
+fn trace_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    TRACE_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            Some((HeaderName::from_static(name), value.clone()))
+        })
+        .collect()
+}
+
 /// What a request being handled passes on to the calls made for it.
 #[derive(Clone, Debug, Default)]
 pub struct Context {
@@ -59,13 +70,7 @@ impl Context {
     /// now, its trace headers, its `x-switchyard-attempt`.
     pub fn from_headers(headers: &HeaderMap, grpc: bool) -> Self {
         let deadline = caller_timeout(headers, grpc).map(|t| Instant::now() + t);
-        let trace = TRACE_HEADERS
-            .iter()
-            .filter_map(|name| {
-                let value = headers.get(*name)?;
-                Some((HeaderName::from_static(name), value.clone()))
-            })
-            .collect();
+        let trace = trace_headers(headers);
         let attempt = headers
             .get(&ATTEMPT_HEADER)
             .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
@@ -116,6 +121,22 @@ impl Context {
     /// Runs `f` with this context as the current one.
     pub fn scope<F: Future>(self, f: F) -> TaskLocalFuture<Context, F> {
         CURRENT.scope(self, f)
+    }
+
+    /// Makes the server span `t` the parent of the calls made under this
+    /// context, in the caller's propagation format.
+    pub(crate) fn continue_trace(&mut self, t: &switchyard_telemetry::trace::RequestTrace) {
+        let mut headers = HeaderMap::new();
+        switchyard_telemetry::trace::propagation::inject(
+            &mut headers,
+            t.trace_id,
+            t.span_id,
+            t.parent.unwrap_or(0),
+            t.sampled,
+            t.tracestate.as_ref(),
+            t.format,
+        );
+        self.trace = trace_headers(&headers);
     }
 
     /// Fills in what an outgoing request does not say itself: the remaining

@@ -43,6 +43,10 @@
 //!   [`GrpcChannel`] is its face for tonic.
 //! - [`context`]: the handled request's deadline, trace and retry marker,
 //!   carried to the calls a handler makes ([`ContextLayer`] on a server).
+//! - [`Server`]: serves a tonic service or an axum router with gRPC
+//!   health and readiness, registration, deadline enforcement, a
+//!   concurrency limit, a server span and metrics, and a graceful drain
+//!   ([`server`]).
 //! - [`registry`]: self-registration — register, heartbeat in the
 //!   background, drain and deregister on shutdown
 //!   ([`registry::Registration`]).
@@ -64,8 +68,13 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 pub mod context;
+pub mod server;
+
+#[doc = include_str!("../../../docs/library.md")]
+pub mod guide {}
 
 pub use context::{Context, ContextLayer};
+pub use server::Server;
 pub use switchyard_balance as balance;
 pub use switchyard_config as config;
 pub use switchyard_discovery as discovery;
