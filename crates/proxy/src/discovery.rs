@@ -59,7 +59,7 @@ fn dns_options(dns: &DnsDiscovery) -> DnsOptions {
 /// A cluster's running discovery; dropping it stops both tasks.
 #[derive(Debug)]
 pub struct ClusterDiscovery {
-    cluster: String,
+    cluster: Arc<Cluster>,
     discovery: Discovery,
     applier: JoinHandle<()>,
 }
@@ -72,11 +72,17 @@ impl Drop for ClusterDiscovery {
 
 impl ClusterDiscovery {
     /// Waits up to `timeout` for the source's first endpoint set (logging
-    /// when it does not come); returns whether it came.
+    /// when it does not come); returns whether it came. When it returns
+    /// `true`, the cluster has the set.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
         let synced = self.discovery.wait_synced(timeout).await;
-        if !synced {
-            warn!(cluster = %self.cluster, source = %self.discovery.describe(), waited = ?timeout, "no endpoints discovered yet; starting with an empty cluster");
+        if synced {
+            // The applier task may not have run yet: a request sent now
+            // would find the cluster empty. Applying the same set again
+            // changes nothing (endpoints that stay keep their state).
+            self.cluster.update(&specs(&self.discovery.current()));
+        } else {
+            warn!(cluster = %self.cluster.name(), source = %self.discovery.describe(), waited = ?timeout, "no endpoints discovered yet; starting with an empty cluster");
         }
         synced
     }
@@ -146,7 +152,9 @@ pub fn start(
     // The same series as the observer's (one cluster, one set of series).
     let metrics = metrics();
     let mut rx = discovery.subscribe();
+    let applied = cluster.clone();
     let applier = tokio::spawn(async move {
+        let cluster = applied;
         // Ends when the source task ends (the discovery was dropped).
         while rx.changed().await.is_ok() {
             let set = rx.borrow_and_update().clone();
@@ -155,7 +163,7 @@ pub fn start(
         }
     });
     Ok(Some(ClusterDiscovery {
-        cluster: config.name.clone(),
+        cluster,
         discovery,
         applier,
     }))

@@ -336,6 +336,9 @@ async fn a_client_runs_its_clusters_discovery() {
     .unwrap();
     let client = Client::new(&config.clusters[0]).unwrap();
     assert!(client.discovered(Duration::from_secs(5)).await);
+    // Once `discovered` returns, the cluster has the set: a request sent
+    // at once finds the endpoint (the background applier may not have run).
+    assert_eq!(client.cluster().snapshot().endpoints.len(), 1);
     assert_eq!(body_of(&client).await, "a");
     // The registry's changes reach the client by themselves.
     let _second = Registration::register(RegistrationOptions::new(&url, "api", "b", b.addr()))

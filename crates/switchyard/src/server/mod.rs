@@ -334,6 +334,7 @@ impl ServerBuilder {
             max_concurrent_requests: self.max_concurrent_requests,
             drain: self.drain,
             registration,
+            registered: None,
             health,
             health_services: self.health_services,
             tls: self.tls,
@@ -361,6 +362,8 @@ pub struct Server {
     max_concurrent_requests: usize,
     drain: DrainTimes,
     registration: Option<RegistrationOptions>,
+    /// Registered ahead of `serve` by [`Server::register`].
+    registered: Option<Registration>,
     health: HealthReporter,
     health_services: Vec<String>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -426,6 +429,20 @@ impl Server {
         self.shared.drain.clone()
     }
 
+    /// Registers in the registry now rather than when `serve` starts, so
+    /// that the caller knows the instance is listed (clients that connect
+    /// before `serve` wait in the accept backlog). Does nothing for a
+    /// server without a registry or one already registered.
+    pub async fn register(&mut self) -> Result<(), ServeError> {
+        if let (Some(opts), None) = (&self.registration, &self.registered) {
+            let registration = Registration::register(opts.clone())
+                .await
+                .map_err(ServeError::Register)?;
+            self.registered = Some(registration);
+        }
+        Ok(())
+    }
+
     /// Serves `service` until `shutdown` resolves, then drains (see the
     /// [module](self) docs) and returns. Registers first when the server
     /// has a registry, and fails if the registry refuses.
@@ -452,6 +469,7 @@ impl Server {
             max_concurrent_requests,
             drain: times,
             registration,
+            registered,
             health,
             health_services,
             tls,
@@ -461,13 +479,14 @@ impl Server {
         } = self;
         // Clients that connect while the registration is under way wait in
         // the accept backlog.
-        let registration = match registration {
-            Some(opts) => Some(
+        let registration = match (registered, registration) {
+            (Some(registered), _) => Some(registered),
+            (None, Some(opts)) => Some(
                 Registration::register(opts)
                     .await
                     .map_err(ServeError::Register)?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let stopped = async move {
