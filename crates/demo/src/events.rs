@@ -5,7 +5,7 @@
 //! The proxy logs these transitions too, naming endpoints by address; the
 //! demo keeps those logs quiet by default (see `switchyard demo --help`) and
 //! prints these lines instead, in step with its live display. They are read
-//! from the clusters' snapshots every [`POLL`]: every ejection, health check
+//! from the clusters' snapshots every `POLL`: every ejection, health check
 //! verdict and restoration lasts far longer than that (ejections at least
 //! 2 s, health verdicts need two checks 500 ms apart), and a short-lived
 //! state missed between two polls still shows in the endpoint's ejection

@@ -1,12 +1,12 @@
 //! A scenario: a timeline of events applied while the demo runs.
 //!
 //! Times count from the moment the proxy is up. The runner sleeps until each
-//! event's time, applies it to the [`Stage`] (the backends and the load) and
+//! event's time, applies it to the `Stage` (the backends and the load) and
 //! records what it did, so the report can show the timeline next to the
 //! per-second figures. The default timeline, faults included, is in
 //! [`crate::chaos`].
 //!
-//! Adding an event kind is two steps: a variant of [`Action`] and its arm in [`Stage::apply`]; if it acts
+//! Adding an event kind is two steps: a variant of [`Action`] and its arm in `Stage::apply`; if it acts
 //! on one backend, also name it in [`Action::backend`] so the report can tell
 //! which cluster it touched.
 

@@ -27,6 +27,7 @@
 pub mod backoff;
 pub mod driver;
 pub mod http;
+pub mod registration;
 pub mod source;
 pub mod wire;
 

@@ -13,7 +13,9 @@
 //!   new configuration without a restart ([`reload`]); the parts of one
 //!   generation are built in `parts.rs`.
 
-pub mod discovery;
+/// Each cluster's discovery source, applied to the cluster (shared with
+/// the library's client).
+pub use switchyard_stack::cluster::discovery;
 mod parts;
 pub mod reload;
 
@@ -365,7 +367,7 @@ pub fn preflight(config: &Config) -> Vec<StartError> {
         {
             errors.push(cluster_tls(&cc.name, e));
         }
-        if let Err(source) = discovery::source(cc) {
+        if let Err(source) = discovery::check(cc) {
             errors.push(StartError::Discovery {
                 cluster: cc.name.clone(),
                 source,

@@ -24,7 +24,9 @@
 //! with the discovery sources that read them.
 
 mod api;
-pub mod client;
+/// The registration client (it lives beside the registry's discovery
+/// source, so that a service that registers need not build the server).
+pub use switchyard_discovery::registration as client;
 pub mod error;
 pub mod model;
 pub mod server;

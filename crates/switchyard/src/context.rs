@@ -125,6 +125,7 @@ impl Context {
 
     /// Makes the server span `t` the parent of the calls made under this
     /// context, in the caller's propagation format.
+    #[cfg(feature = "server")]
     pub(crate) fn continue_trace(&mut self, t: &switchyard_telemetry::trace::RequestTrace) {
         let mut headers = HeaderMap::new();
         switchyard_telemetry::trace::propagation::inject(

@@ -52,8 +52,19 @@
 //!   ([`registry::Registration`]).
 //! - [`discovery`]: the discovery sources (registry, DNS, etcd) for
 //!   services that follow a cluster themselves.
-//! - [`config`], [`balance`], [`stack`], [`proxy`]: the underlying crates,
-//!   re-exported for services that embed a whole proxy or build their own.
+//! - [`config`], [`balance`], [`stack`]: the underlying crates,
+//!   re-exported for services that build their own; `proxy` (feature
+//!   `proxy`) re-exports the whole proxy for a service that embeds one.
+//!
+//! # Features
+//! - `server` (default): [`Server`] and its dependencies (the connection
+//!   server, gRPC health).
+//! - `proxy`: `switchyard::proxy`, the whole proxy (listeners, the admin
+//!   API and its dashboard).
+//!
+//! A service that only calls others builds with `default-features =
+//! false`: the client, the context, the registration client; no server,
+//! no registry server or its store, no axum, no admin dashboard.
 
 use std::{
     convert::Infallible,
@@ -68,18 +79,22 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 pub mod context;
+#[cfg(feature = "server")]
 pub mod server;
 
+#[cfg(feature = "server")]
 #[doc = include_str!("../../../docs/library.md")]
 pub mod guide {}
 
 pub use context::{Context, ContextLayer};
+#[cfg(feature = "server")]
 pub use server::Server;
 pub use switchyard_balance as balance;
 pub use switchyard_config as config;
 pub use switchyard_discovery as discovery;
+pub use switchyard_discovery::registration as registry;
+#[cfg(feature = "proxy")]
 pub use switchyard_proxy as proxy;
-pub use switchyard_registry::client as registry;
 pub use switchyard_stack as stack;
 pub use switchyard_stack::{Body, ErrorKind, ProxyError, body::BoxError, server::tls::TlsError};
 
@@ -112,7 +127,7 @@ struct Inner {
     policy: CallPolicy,
     /// The cluster's running discovery (registry, DNS, etcd); it stops when
     /// the last clone of the client is dropped.
-    discovery: Option<switchyard_proxy::discovery::ClusterDiscovery>,
+    discovery: Option<switchyard_stack::cluster::discovery::ClusterDiscovery>,
     tracer: Option<Arc<Tracer>>,
 }
 
@@ -224,10 +239,10 @@ impl ClientBuilder<'_> {
         if dynamic && tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime(self.config.name.clone()));
         }
-        let discovery = switchyard_proxy::discovery::start(
+        let discovery = switchyard_stack::cluster::discovery::start(
             self.config,
             cluster.clone(),
-            &switchyard_proxy::DiscoveryOptions::default(),
+            &switchyard_stack::cluster::discovery::DiscoveryOptions::default(),
         )
         .map_err(|source| BuildError::Discovery {
             cluster: self.config.name.clone(),

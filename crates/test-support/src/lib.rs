@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`ports`]: free loopback ports and addresses.
 //! - [`client`]: minimal one-shot HTTP/1.1 and h2c clients for assertions.
-//! - [`eventually`]: polling waits ([`eventually()`], [`wait_for`],
+//! - [`eventually`](mod@eventually): polling waits ([`eventually()`], [`wait_for`],
 //!   [`assert_eventually!`]) so tests never sleep a fixed time.
 //! - [`backend`]: an HTTP/1.1 + h2c backend whose behaviour (status, delay,
 //!   failure ratio, garbage, dropped connections, hangs, stop/restart) is

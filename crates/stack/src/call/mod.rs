@@ -6,7 +6,7 @@
 //! one request under it: the caller's deadline shortens the head timeout and
 //! is the only deadline sent upstream ([`Deadlines`]), the request body is
 //! made replayable when a retry or hedge may need it again, and
-//! [`attempt`] runs the attempts over the cluster's balancer and endpoints.
+//! `attempt` runs the attempts over the cluster's balancer and endpoints.
 //! The proxy wraps a call in its route's steps (headers, fault injection,
 //! reporting); the library's client calls it directly.
 

@@ -3,6 +3,7 @@
 //! loop from every response into endpoint load and health.
 
 pub mod connect;
+pub mod discovery;
 mod endpoint;
 pub mod health;
 

@@ -20,7 +20,25 @@ enum HostMatch {
     Suffix(String),
 }
 
+/// What a matcher requires of the host, for the route index.
+#[derive(Debug)]
+pub(super) enum HostKey<'a> {
+    Any,
+    /// A lowercase host name.
+    Exact(&'a str),
+    /// A lowercase suffix (`.example.com` for `*.example.com`).
+    Suffix(&'a str),
+}
+
 impl Matcher {
+    pub(super) fn host_key(&self) -> HostKey<'_> {
+        match &self.host {
+            None => HostKey::Any,
+            Some(HostMatch::Exact(h)) => HostKey::Exact(h),
+            Some(HostMatch::Suffix(s)) => HostKey::Suffix(s),
+        }
+    }
+
     /// Compiles a validated match. Invalid methods or header names cannot
     /// occur here: configuration validation rejected them.
     pub fn new(m: &RouteMatch) -> Self {

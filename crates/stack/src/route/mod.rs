@@ -1,6 +1,7 @@
 //! Routing: the first route whose match holds picks the destination and the
 //! policy for a request.
 
+mod index;
 mod matcher;
 
 use std::{collections::HashMap, sync::Arc};
@@ -17,6 +18,7 @@ use crate::{call::CallPolicy, cluster::Cluster, proxy::fault::Faults};
 #[derive(Debug)]
 pub struct Router {
     routes: Box<[Route]>,
+    index: index::HostIndex,
 }
 
 /// A compiled route.
@@ -97,15 +99,21 @@ impl Router {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let index = index::HostIndex::new(routes.iter().map(|r| &r.matcher));
         Ok(Self {
             routes: routes.into_boxed_slice(),
+            index,
         })
     }
 
-    /// The first route that matches, if any.
+    /// The first route that matches, if any (found through the host
+    /// index: see `index.rs`).
     pub fn route<B>(&self, req: &Request<B>) -> Option<&Route> {
         let host = request_host(req);
-        self.routes.iter().find(|r| r.matcher.matches(req, host))
+        let first = self
+            .index
+            .first(host, |i| self.routes[i].matcher.matches(req, host))?;
+        Some(&self.routes[first])
     }
 
     pub fn routes(&self) -> &[Route] {

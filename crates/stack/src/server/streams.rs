@@ -18,9 +18,9 @@
 //! at a time). Either way its response body is dropped, which releases the
 //! cluster's request slot and the upstream connection at once.
 //!
-//! HTTP/2 streams are made killable by [`StreamExecutor`]: hyper spawns one
+//! HTTP/2 streams are made killable by `StreamExecutor`: hyper spawns one
 //! task per stream through it, from inside the connection's poll, where the
-//! connection's [`ConnStreams`] are reachable through a task-local.
+//! connection's `ConnStreams` are reachable through a task-local.
 
 use std::{
     collections::HashMap,

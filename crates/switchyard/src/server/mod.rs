@@ -62,7 +62,7 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use switchyard_registry::client::{ClientError, Registration, RegistrationOptions};
+use switchyard_discovery::registration::{ClientError, Registration, RegistrationOptions};
 use switchyard_telemetry::{Metrics, trace::Tracer};
 use tokio::{net::TcpListener, sync::watch};
 use tonic_health::server::HealthReporter;

@@ -1,5 +1,5 @@
-//! Service discovery for the proxy's clusters: one source per cluster,
-//! applied to the cluster in the background.
+//! Service discovery for clusters (the proxy's, and the library client's):
+//! one source per cluster, applied to the cluster in the background.
 //!
 //! Each non-static cluster gets a source task (`switchyard-discovery`)
 //! and an applier task that turns each new endpoint set into
@@ -14,18 +14,18 @@
 
 use std::{sync::Arc, time::Duration};
 
+use super::{Cluster, EndpointSpec};
 use switchyard_config::{ClusterConfig, Discovery as DiscoveryConfig, DnsDiscovery, DnsLookup};
 use switchyard_discovery::{
     Backoff, Discovered, Discovery, DnsOptions, DnsQuery, DnsSource, EndpointSet, EtcdSource,
     RegistrySource, SourceError,
     driver::{Observer, spawn_observed},
 };
-use switchyard_stack::cluster::{Cluster, EndpointSpec};
 use switchyard_telemetry::metrics::DiscoveryMetrics;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-/// How the proxy runs its discovery sources.
+/// How discovery sources run.
 #[derive(Clone, Debug)]
 pub struct DiscoveryOptions {
     /// Retry pacing of a failing source.
@@ -90,17 +90,23 @@ impl ClusterDiscovery {
 
 /// A cluster's discovery source, built from its settings but not started.
 /// Boxed: the sources differ much in size, and one is built per cluster.
-pub(crate) enum Source {
+enum Source {
     Static(Vec<EndpointSpec>),
     Registry(Box<RegistrySource>),
     Dns(Box<DnsSource>),
     Etcd(Box<EtcdSource>),
 }
 
+/// Checks a cluster's discovery settings without starting anything (what
+/// `switchyard check` reports).
+pub fn check(config: &ClusterConfig) -> Result<(), SourceError> {
+    source(config).map(drop)
+}
+
 /// Builds a cluster's source: every check of its settings that can fail
 /// before it runs. `switchyard check` calls it too, through
 /// [`crate::preflight`], so that both accept the same configurations.
-pub(crate) fn source(config: &ClusterConfig) -> Result<Source, SourceError> {
+fn source(config: &ClusterConfig) -> Result<Source, SourceError> {
     Ok(match &config.discovery {
         DiscoveryConfig::Static(eps) => Source::Static(
             eps.iter()

@@ -2,9 +2,9 @@
 //! background and drains then deregisters on shutdown.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), switchyard_registry::client::ClientError> {
+//! # async fn example() -> Result<(), switchyard_discovery::registration::ClientError> {
 //! use std::time::Duration;
-//! use switchyard_registry::client::{Registration, RegistrationOptions};
+//! use switchyard_discovery::registration::{Registration, RegistrationOptions};
 //!
 //! let opts = RegistrationOptions::new(
 //!     "http://127.0.0.1:7400",
@@ -36,13 +36,13 @@ use std::{
     time::Duration,
 };
 
-use http::Method;
-use switchyard_config::format_duration;
-use switchyard_discovery::{
+use crate::{
     Backoff,
     http::{HttpClient, HttpError},
     wire::{ErrorBody, Instance, Registration as Body},
 };
+use http::Method;
+use switchyard_config::format_duration;
 use tokio::{sync::Mutex, task::JoinHandle};
 use tracing::{info, warn};
 
