@@ -38,6 +38,19 @@ struct Args {
     /// Concurrent callers.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Run only this variant (0: bare tonic, 1: the library's client, 2:
+    /// the library's server), e.g. under a profiler.
+    #[arg(long)]
+    only: Option<usize>,
+    /// The library's client without its retry policy (to see its cost).
+    #[arg(long)]
+    no_retry: bool,
+    /// The library's client without tracing (to see its cost).
+    #[arg(long)]
+    no_tracing: bool,
+    /// The tracer's sampling ratio (default: the configuration's default).
+    #[arg(long)]
+    sample_ratio: Option<f64>,
 }
 
 /// One variant's result in one round.
@@ -84,14 +97,19 @@ async fn main() -> anyhow::Result<()> {
         "bench.toml",
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tracer = switchyard_telemetry::trace::Tracer::start(
-        config.tracing.as_ref().expect("[tracing] is set"),
-        None,
-    )?;
-    let library = switchyard::Client::builder(&config.clusters[0])
-        .retry(switchyard::config::RetryPolicy::default())
-        .tracer(tracer)
-        .build()?;
+    let mut tracing = config.tracing.clone().expect("[tracing] is set");
+    if let Some(ratio) = args.sample_ratio {
+        tracing.sample_ratio = ratio;
+    }
+    let tracer = switchyard_telemetry::trace::Tracer::start(&tracing, None)?;
+    let mut builder = switchyard::Client::builder(&config.clusters[0]);
+    if !args.no_retry {
+        builder = builder.retry(switchyard::config::RetryPolicy::default());
+    }
+    if !args.no_tracing {
+        builder = builder.tracer(tracer);
+    }
+    let library = builder.build()?;
     anyhow::ensure!(
         library.discovered(Duration::from_secs(5)).await,
         "the registry did not answer"
@@ -104,30 +122,26 @@ async fn main() -> anyhow::Result<()> {
     let run_for = Duration::from_secs(args.seconds);
     let mut results: [Vec<Sample>; 3] = Default::default();
     // Warm every connection and allocator path once.
-    let _ = load(
-        bare_to_tonic.clone(),
-        args.concurrency,
-        Duration::from_secs(1),
-    )
-    .await;
-    let _ = load(
-        library_to_tonic.clone(),
-        args.concurrency,
-        Duration::from_secs(1),
-    )
-    .await;
-    let _ = load(
-        bare_to_switchyard.clone(),
-        args.concurrency,
-        Duration::from_secs(1),
-    )
-    .await;
+    let warm = Duration::from_secs(1);
+    for variant in 0..3 {
+        if args.only.is_some_and(|only| only != variant) {
+            continue;
+        }
+        let _ = match variant {
+            0 => load(bare_to_tonic.clone(), args.concurrency, warm).await,
+            1 => load(library_to_tonic.clone(), args.concurrency, warm).await,
+            _ => load(bare_to_switchyard.clone(), args.concurrency, warm).await,
+        };
+    }
     for round in 0..args.rounds {
         let mut order = [0, 1, 2];
         if round % 2 == 1 {
             order.reverse();
         }
         for variant in order {
+            if args.only.is_some_and(|only| only != variant) {
+                continue;
+            }
             let sample = match variant {
                 0 => load(bare_to_tonic.clone(), args.concurrency, run_for).await,
                 1 => load(library_to_tonic.clone(), args.concurrency, run_for).await,
@@ -136,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("round {round} variant {variant}: {sample:?}");
             results[variant].push(sample);
         }
+    }
+    if args.only.is_some() {
+        return Ok(());
     }
     let [bare, lib, server] = results.map(|s| median(&s));
     println!("| variant | req/s (median) | p99 µs (median) | errors | ratio to bare tonic |");

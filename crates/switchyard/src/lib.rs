@@ -355,9 +355,14 @@ impl Client {
         };
         let mut log = AttemptLog::default();
         let sent = call.send(parts, body, &mut log);
-        let answer = within_head_timeout(sent, &deadlines, state.as_ref(), policy.timeout())
-            .await
-            .unwrap_or_else(|| Err(ProxyError::new(ErrorKind::Timeout)));
+        let answer = within_head_timeout(
+            std::pin::pin!(sent),
+            &deadlines,
+            state.as_ref(),
+            policy.timeout(),
+        )
+        .await
+        .unwrap_or_else(|| Err(ProxyError::new(ErrorKind::Timeout)));
         if let Some((tracer, t)) = &trace {
             end_call_span(tracer, t, &method, cluster, &log, &answer);
         }
@@ -455,6 +460,10 @@ fn end_call_span(
     log: &AttemptLog,
     answer: &Result<Response<Body>, ProxyError>,
 ) {
+    // Most traces are not sampled: build nothing for them.
+    if !t.sampled {
+        return;
+    }
     let mut attrs = vec![
         KeyValue::new("http.request.method", method.to_string()),
         KeyValue::new("switchyard.cluster", cluster.name().to_owned()),

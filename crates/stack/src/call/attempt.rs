@@ -140,6 +140,11 @@ impl Attempts<'_> {
             log.endpoint = Some(ep.addr());
             return res;
         }
+        if hedge.is_none() {
+            return self
+                .one_at_a_time(log, policy, idempotent, max_attempts, backoff, per_try)
+                .await;
+        }
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut retry_permits: Vec<Permit> = Vec::new();
@@ -220,6 +225,61 @@ impl Attempts<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Retries without hedging: one attempt at a time, awaited in place.
+    /// Nothing races an attempt, so there is no attempt set to allocate
+    /// (and copy each attempt's future into) and no timer; the decisions
+    /// are those of the hedging loop in `run`.
+    async fn one_at_a_time(
+        &mut self,
+        log: &mut AttemptLog,
+        policy: Option<&RetryPolicy>,
+        idempotent: bool,
+        max_attempts: u32,
+        backoff: Option<Backoff>,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let cluster = self.cluster;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retry_permits: Vec<Permit> = Vec::new();
+        let (mut ep, mut req, mut span) = self.prepare(&tried, log, max_attempts > 1, false)?;
+        loop {
+            let (done, res) = attempt(cluster, ep, req, per_try, span).await;
+            log.endpoint = Some(done.addr());
+            let Some(reason) = retry_reason(&res, policy, idempotent) else {
+                return res;
+            };
+            tracing::debug!(
+                ?reason,
+                attempt = log.attempts,
+                "attempt failed with a retryable result"
+            );
+            if log.attempts >= max_attempts || self.deadline.expired() {
+                return res;
+            }
+            match cluster.admit_retry() {
+                Ok(permit) => retry_permits.push(permit),
+                Err(why) => {
+                    log.retry_refused = Some(why);
+                    return res;
+                }
+            }
+            // `backoff` is set whenever a policy allows retries.
+            let wait = backoff.map_or(Duration::ZERO, |b| b.delay(log.retries + 1));
+            if wait >= self.deadline.remaining() {
+                return res;
+            }
+            tokio::time::sleep(wait).await;
+            tried.push(done.addr());
+            let more = log.attempts + 1 < max_attempts;
+            let Ok(next) = self.prepare(&tried, log, more, false) else {
+                // The body outgrew the replay cap: the failure stands.
+                return res;
+            };
+            log.retries += 1;
+            (ep, req, span) = next;
         }
     }
 
@@ -319,6 +379,10 @@ impl SpanGuard {
     }
 
     fn end(&self, status: Option<u16>, error: Option<&'static str>) {
+        // Most traces are not sampled: build nothing for them.
+        if !self.trace.sampled {
+            return;
+        }
         let mut attrs = vec![
             KeyValue::new("http.request.method", self.method.to_string()),
             KeyValue::new("server.address", self.endpoint.ip().to_string()),

@@ -219,8 +219,13 @@ pub fn remove_deadline_headers(h: &mut http::HeaderMap) {
 /// from the end of the request body (as Envoy counts it, so that a client
 /// stream may last longer than the timeout), and never past the caller's
 /// own deadline. `None` when it passed first.
+///
+/// `call` is taken pinned where the caller holds it: a request's future is
+/// large (kilobytes: the attempts, the pool, hyper's send), and taken by
+/// value it would be held twice in this future's state, then copied into
+/// the caller's box with it.
 pub async fn within_head_timeout<F: std::future::Future>(
-    call: F,
+    mut call: std::pin::Pin<&mut F>,
     deadlines: &Deadlines,
     body: Option<&DownstreamState>,
     timeout: Duration,
@@ -231,13 +236,12 @@ pub async fn within_head_timeout<F: std::future::Future>(
             .await
             .ok();
     };
-    tokio::pin!(call);
     let timer = tokio::time::sleep_until(deadlines.head.instant());
     tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
-            out = &mut call => return Some(out),
+            out = call.as_mut() => return Some(out),
             () = &mut timer => {
                 let now = Instant::now();
                 // Still streaming: the timeout has not started. (A failed

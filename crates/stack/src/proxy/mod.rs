@@ -183,10 +183,14 @@ impl HttpProxy {
             // upstream's time would.
             let timeout = route.call().timeout();
             let answer = match route.faults() {
-                None => within_head_timeout(forward, &deadlines, body.as_ref(), timeout).await,
+                None => {
+                    within_head_timeout(std::pin::pin!(forward), &deadlines, body.as_ref(), timeout)
+                        .await
+                }
                 Some(faults) => {
                     let faulty = Box::pin(faults.around(grpc, forward));
-                    within_head_timeout(faulty, &deadlines, body.as_ref(), timeout).await
+                    within_head_timeout(std::pin::pin!(faulty), &deadlines, body.as_ref(), timeout)
+                        .await
                 }
             };
             match answer {

@@ -158,7 +158,11 @@ impl Pool {
             self.inner.settings.proxy_protocol,
             self.inner.settings.protocol,
         ) {
-            (Some(_), _) => self.send_private(req).await,
+            // Connecting (TCP, TLS, the HTTP handshake) makes a large
+            // future and happens rarely: boxed where it is awaited, so that
+            // every request's future does not carry its size (it is moved
+            // and copied with the request's state all the way up).
+            (Some(_), _) => Box::pin(self.send_private(req)).await,
             (None, UpstreamProtocol::Http1) => self.send_h1(req).await,
             (None, UpstreamProtocol::Http2) => self.send_h2(req).await.map(|r| (r, None)),
         };
@@ -233,7 +237,7 @@ impl Pool {
             }
             if let Some(permit) = settings.connections.try_acquire() {
                 drop(pending);
-                let mut tx = self.connect_h1(permit, None).await?;
+                let mut tx = Box::pin(self.connect_h1(permit, None)).await?;
                 return match tx.send_request(req).await {
                     Ok(resp) => Ok((resp, Some(self.checkin(tx)))),
                     Err(e) => Err(ProxyError::from_upstream(e)),
@@ -359,7 +363,7 @@ impl Pool {
             return Ok(tx);
         }
         let permit = self.connection_permit()?;
-        let tx = self.connect_h2(permit, None).await?;
+        let tx = Box::pin(self.connect_h2(permit, None)).await?;
         *self.inner.lock_h2() = Some(tx.clone());
         Ok(tx)
     }

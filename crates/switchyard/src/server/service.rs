@@ -285,6 +285,10 @@ impl Drop for Guard {
         let (Some((tracer, t)), Some(path)) = (&self.trace, self.path.take()) else {
             return;
         };
+        // Most traces are not sampled: build nothing for them.
+        if !t.sampled {
+            return;
+        }
         let mut attrs = vec![
             KeyValue::new("http.request.method", self.method.to_string()),
             KeyValue::new("url.path", path.clone()),
