@@ -55,26 +55,9 @@ impl ClusterEntry {
         if self.stop.is_some() {
             return;
         }
-        let (signal, watch) = drain::channel();
-        if self.cluster.health_check().is_some() {
-            tokio::spawn(switchyard_stack::cluster::health::run(
-                self.cluster.clone(),
-                watch.clone(),
-            ));
-        }
-        let cluster = self.cluster.clone();
-        let mut watch = watch;
-        tokio::spawn(async move {
-            let period = (cluster.idle_timeout() / 2).max(Duration::from_millis(100));
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => cluster.sweep(),
-                    _ = watch.signaled() => return,
-                }
-            }
-        });
-        self.stop = Some(signal);
+        self.stop = Some(switchyard_stack::cluster::health::start_upkeep(
+            &self.cluster,
+        ));
     }
 }
 

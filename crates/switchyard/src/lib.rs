@@ -128,6 +128,9 @@ struct Inner {
     /// The cluster's running discovery (registry, DNS, etcd); it stops when
     /// the last clone of the client is dropped.
     discovery: Option<switchyard_stack::cluster::discovery::ClusterDiscovery>,
+    /// The cluster's active health checks and idle-connection sweep (on a
+    /// runtime); they stop with the last clone of the client.
+    _upkeep: Option<switchyard_stack::drain::Signal>,
     tracer: Option<Arc<Tracer>>,
 }
 
@@ -144,8 +147,11 @@ pub enum BuildError {
         #[source]
         source: switchyard_discovery::SourceError,
     },
-    /// Registry, DNS and etcd discovery run as tasks of a tokio runtime.
-    #[error("cluster {0}: its discovery runs on tokio; build the client inside a tokio runtime")]
+    /// Registry, DNS and etcd discovery, and active health checks, run as
+    /// tasks of a tokio runtime.
+    #[error(
+        "cluster {0}: its discovery or health checks run on tokio; build the client inside a tokio runtime"
+    )]
     NoRuntime(String),
 }
 
@@ -236,9 +242,13 @@ impl ClientBuilder<'_> {
         let metrics = self.metrics.unwrap_or_else(|| Arc::new(Metrics::new()));
         let cluster = Arc::new(Cluster::new(self.config, metrics)?);
         let dynamic = !matches!(self.config.discovery, Discovery::Static(_));
-        if dynamic && tokio::runtime::Handle::try_current().is_err() {
+        let runtime = tokio::runtime::Handle::try_current().is_ok();
+        if (dynamic || cluster.health_check().is_some()) && !runtime {
             return Err(BuildError::NoRuntime(self.config.name.clone()));
         }
+        // Outside a runtime (static endpoints, no checks) idle pooled
+        // connections are closed by their own idle timeout only when used.
+        let upkeep = runtime.then(|| switchyard_stack::cluster::health::start_upkeep(&cluster));
         let discovery = switchyard_stack::cluster::discovery::start(
             self.config,
             cluster.clone(),
@@ -259,6 +269,7 @@ impl ClientBuilder<'_> {
                 cluster,
                 policy,
                 discovery,
+                _upkeep: upkeep,
                 tracer: self.tracer,
             }),
         })
@@ -419,6 +430,32 @@ where
     }
 }
 
+/// The gRPC status a failed call means, as [`GrpcChannel`] answers it and
+/// the proxy would: `NoEndpoints`, `ConnectFailed`… are UNAVAILABLE,
+/// `Timeout` and `DeadlineExpired` DEADLINE_EXCEEDED, `Overloaded`
+/// RESOURCE_EXHAUSTED, and so on. The message is the failure's text, and
+/// the `x-switchyard-error` metadata names the kind, so a caller of
+/// [`Client::send`] that serves gRPC itself can pass the failure on
+/// faithfully.
+///
+/// ```
+/// use switchyard::{ErrorKind, ProxyError};
+///
+/// let status = switchyard::to_status(&ProxyError::new(ErrorKind::Overloaded));
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// assert_eq!(status.metadata().get("x-switchyard-error").unwrap(), "overloaded");
+/// ```
+pub fn to_status(err: &ProxyError) -> tonic::Status {
+    let kind = err.kind();
+    let code = switchyard_stack::error::response::grpc_status(kind);
+    let mut status = tonic::Status::new(tonic::Code::from(i32::from(code)), kind.to_string());
+    status.metadata_mut().insert(
+        switchyard_stack::error::response::ERROR_HEADER,
+        tonic::metadata::MetadataValue::from_static(kind.as_str()),
+    );
+    status
+}
+
 /// A [`Client`] as a gRPC channel: see [`Client::grpc`].
 #[derive(Clone, Debug)]
 pub struct GrpcChannel {
@@ -483,4 +520,35 @@ fn end_call_span(
         Err(e) => Some(e.kind().as_str()),
     };
     tracer.end_call(t, format!("{method} {}", cluster.name()), attrs, error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `to_status` says what a tonic client of `GrpcChannel` would see.
+    #[test]
+    fn to_status_agrees_with_the_channels_answers() {
+        for kind in [
+            ErrorKind::NoEndpoints,
+            ErrorKind::ConnectFailed,
+            ErrorKind::ConnectTimeout,
+            ErrorKind::RefusedStream,
+            ErrorKind::UpstreamReset,
+            ErrorKind::Timeout,
+            ErrorKind::DeadlineExpired,
+            ErrorKind::Overloaded,
+            ErrorKind::Internal,
+        ] {
+            let err = ProxyError::new(kind);
+            let answer = error_response(&err, true);
+            let status = to_status(&err);
+            assert_eq!(
+                answer.headers()["grpc-status"].to_str().unwrap(),
+                (status.code() as i32).to_string(),
+                "{kind:?}"
+            );
+            assert_eq!(status.message(), kind.to_string());
+        }
+    }
 }

@@ -453,3 +453,56 @@ async fn a_handlers_calls_inherit_its_deadline_trace_and_retry_marker() {
     assert_eq!(err.kind(), ErrorKind::DeadlineExpired);
     assert_eq!(b.requests(), 0);
 }
+
+#[tokio::test]
+async fn a_client_runs_its_clusters_active_health_checks() {
+    let a = Backend::start(BackendConfig::new("a")).await;
+    let b = Backend::start(BackendConfig::new("b")).await;
+    b.set_healthy(false);
+    let config = switchyard::config::parse(
+        &format!(
+            "[[clusters]]\nname = \"api\"\nbalance = \"round-robin\"\n\
+             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"50ms\", healthy = 2, unhealthy = 2 }}\n\
+             discovery = {{ static = [\"{}\", \"{}\"] }}\n",
+            a.addr(),
+            b.addr()
+        ),
+        "client.toml",
+    )
+    .unwrap();
+    let client = Client::new(&config.clusters[0]).unwrap();
+    // The checks run in the background with no user code: the failing
+    // endpoint leaves the rotation…
+    switchyard_test_support::eventually(Duration::from_secs(5), || async {
+        client
+            .cluster()
+            .snapshot()
+            .endpoints
+            .iter()
+            .any(|e| e.state == "unhealthy")
+    })
+    .await;
+    let before = b.requests();
+    for _ in 0..10 {
+        assert_eq!(body_of(&client).await, "a");
+    }
+    assert_eq!(b.requests(), before, "an unhealthy endpoint got traffic");
+    // …and comes back when it passes again.
+    b.set_healthy(true);
+    switchyard_test_support::eventually(Duration::from_secs(5), || async {
+        client
+            .cluster()
+            .snapshot()
+            .endpoints
+            .iter()
+            .all(|e| e.state == "active")
+    })
+    .await;
+    assert!(b.health_checks() > 0);
+    // The checks stop with the client.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let checks = b.health_checks();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.health_checks(), checks, "checks outlived the client");
+}
