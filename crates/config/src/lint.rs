@@ -3,6 +3,8 @@
 //! cluster that speaks HTTP/1.1. `switchyard check` prints them with their
 //! location; the proxy logs them at start.
 
+use std::collections::HashMap;
+
 use crate::error::ErrorKind;
 use crate::model::{Config, Destination, PathMatch, RouteMatch, UpstreamProtocol};
 use crate::reader::Ctx;
@@ -10,21 +12,27 @@ use crate::validate::Refs;
 
 /// Records a warning for each suspicious route in `config`.
 pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, config: &Config) {
+    // Looked up once per route: a scan per route would make checking an
+    // edge listener's 100,000 virtual hosts quadratic.
+    let sites: HashMap<(&str, usize), _> = refs
+        .routes
+        .iter()
+        .map(|(l, i, s)| ((l.as_str(), *i), s))
+        .collect();
     for listener in &config.listeners {
         let mut warned: Vec<&str> = Vec::new();
+        let mut earlier = Earlier::default();
         for (j, route) in listener.routes.iter().enumerate() {
-            let Some(site) = refs
-                .routes
-                .iter()
-                .find(|(l, i, _)| *l == listener.name && *i == j)
-                .map(|(_, _, s)| s.clone())
+            let shadowed_by =
+                earlier.first_covering(|i| &listener.routes[i].matcher, &route.matcher);
+            earlier.add(j, &route.matcher);
+            let Some(site) = sites
+                .get(&(listener.name.as_str(), j))
+                .map(|s| (*s).clone())
             else {
                 continue;
             };
-            if let Some(earlier) = listener.routes[..j]
-                .iter()
-                .find(|e| covers(&e.matcher, &route.matcher))
-            {
+            if let Some(earlier) = shadowed_by.map(|i| &listener.routes[i]) {
                 ctx.warn(
                     &site.span,
                     &site.path,
@@ -83,6 +91,75 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, config: &Config) {
                 }
             }
         }
+    }
+}
+
+/// The routes before the one being checked, by host, so that finding one
+/// that shadows it looks only at those that could: routes without a host
+/// condition, routes with the same host, and wildcards whose suffix ends
+/// its host. Each list is in configuration order; the first covering route
+/// is the one a scan would find (`tests::the_host_index_finds_what_a_scan_finds`).
+#[derive(Debug, Default)]
+struct Earlier {
+    any_host: Vec<usize>,
+    /// Lowercase host as written, wildcards included (`*.a.com` covers
+    /// `*.a.com`).
+    by_host: HashMap<String, Vec<usize>>,
+    /// Wildcards by their suffix (`*.a.com` → `.a.com`).
+    by_suffix: HashMap<String, Vec<usize>>,
+}
+
+impl Earlier {
+    fn add(&mut self, i: usize, m: &RouteMatch) {
+        let Some(host) = &m.host else {
+            self.any_host.push(i);
+            return;
+        };
+        let host = host.to_ascii_lowercase();
+        if let Some(suffix) = host.strip_prefix('*') {
+            self.by_suffix.entry(suffix.to_owned()).or_default().push(i);
+        }
+        self.by_host.entry(host).or_default().push(i);
+    }
+
+    /// The first earlier route that covers `later` (`matcher(i)` is route
+    /// `i`'s match).
+    fn first_covering<'m>(
+        &self,
+        matcher: impl Fn(usize) -> &'m RouteMatch,
+        later: &RouteMatch,
+    ) -> Option<usize> {
+        let mut best = None;
+        let mut check = |list: &[usize]| {
+            for &i in list {
+                if best.is_some_and(|b| i >= b) {
+                    return;
+                }
+                if covers(matcher(i), later) {
+                    best = Some(i);
+                    return;
+                }
+            }
+        };
+        check(&self.any_host);
+        if let Some(host) = &later.host {
+            let host = host.to_ascii_lowercase();
+            if let Some(list) = self.by_host.get(&host) {
+                check(list);
+            }
+            // A wildcard covers names (and narrower wildcards) longer than
+            // its suffix: every suffix of the name that starts at a dot
+            // after its first character.
+            let name = host.strip_prefix('*').unwrap_or(&host);
+            for (at, b) in name.bytes().enumerate().skip(1) {
+                if b == b'.' {
+                    if let Some(list) = self.by_suffix.get(&name[at..]) {
+                        check(list);
+                    }
+                }
+            }
+        }
+        best
     }
 }
 
@@ -176,6 +253,56 @@ mod tests {
         with_header.headers.insert("x-canary".into(), "1".into());
         assert!(!covers(&with_header, &all));
         assert!(covers(&all, &with_header));
+    }
+
+    /// Generated route tables: for every route, the index finds the first
+    /// earlier route that covers it, as a scan does.
+    #[test]
+    fn the_host_index_finds_what_a_scan_finds() {
+        let hosts = [
+            None,
+            Some("a.com"),
+            Some("*.com"),
+            Some("*.a.com"),
+            Some("b.a.com"),
+            Some("*.b.a.com"),
+            Some("A.com"),
+        ];
+        let paths = [
+            None,
+            Some(PathMatch::Prefix("/".into())),
+            Some(PathMatch::Prefix("/x".into())),
+            Some(PathMatch::Exact("/x".into())),
+        ];
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        let mut shadowed = 0;
+        for _ in 0..500 {
+            let routes: Vec<RouteMatch> = (0..next(20))
+                .map(|_| {
+                    let methods: &[&str] = if next(3) == 0 { &["GET"] } else { &[] };
+                    m(
+                        hosts[next(hosts.len())],
+                        paths[next(paths.len())].clone(),
+                        methods,
+                    )
+                })
+                .collect();
+            let mut earlier = Earlier::default();
+            for (j, r) in routes.iter().enumerate() {
+                let scan = routes[..j].iter().position(|e| covers(e, r));
+                let indexed = earlier.first_covering(|i| &routes[i], r);
+                assert_eq!(indexed, scan, "route {j} of {routes:#?}");
+                shadowed += usize::from(scan.is_some());
+                earlier.add(j, r);
+            }
+        }
+        assert!(shadowed > 500, "{shadowed}");
     }
 
     #[test]

@@ -86,8 +86,12 @@ pub(crate) fn check(ctx: &mut Ctx<'_>, refs: &Refs, admin: SocketAddr) {
 
 /// Every name after the first use is an error pointing at the duplicate.
 pub(crate) fn unique_names(ctx: &mut Ctx<'_>, what: &'static str, names: &[(String, Site)]) {
-    for (i, (name, site)) in names.iter().enumerate() {
-        if let Some((_, first)) = names[..i].iter().find(|(other, _)| other == name) {
+    // Hashed: a listener may carry 100,000 routes.
+    let mut firsts: std::collections::HashMap<&str, &Site> =
+        std::collections::HashMap::with_capacity(names.len());
+    for (name, site) in names {
+        let first = *firsts.entry(name.as_str()).or_insert(site);
+        if !std::ptr::eq(first, site) {
             let (first_line, _) = ctx.location(first.span.start);
             ctx.report(
                 &site.span,

@@ -66,6 +66,9 @@
 //! false`: the client, the context, the registration client; no server,
 //! no registry server or its store, no axum, no admin dashboard.
 
+// The library's whole public face is documented.
+#![warn(missing_docs)]
+
 use std::{
     convert::Infallible,
     future::Future,
@@ -143,7 +146,9 @@ pub enum BuildError {
     /// The cluster's discovery settings cannot be used (e.g. a bad URL).
     #[error("cluster {cluster}: cannot start discovery: {source}")]
     Discovery {
+        /// The cluster's name.
         cluster: String,
+        /// What is wrong with its settings.
         #[source]
         source: switchyard_discovery::SourceError,
     },
@@ -283,6 +288,8 @@ impl Client {
         Self::builder(config).build()
     }
 
+    /// A builder for a client of `config`'s cluster, with a route's
+    /// default policy to start from.
     pub fn builder(config: &ClusterConfig) -> ClientBuilder<'_> {
         let defaults = CallPolicy::default();
         ClientBuilder {

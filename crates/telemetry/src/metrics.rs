@@ -60,6 +60,14 @@ pub struct RouteLive {
     pub stats: Arc<LiveStats>,
 }
 
+/// Live stats of every route, in the order routes were built, and where
+/// each is in that list (a listener may have 100,000 routes: no scan).
+#[derive(Debug, Default)]
+struct RouteLives {
+    ordered: Vec<RouteLive>,
+    at: HashMap<(String, String), usize>,
+}
+
 /// Every metric family Switchyard exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -97,7 +105,7 @@ pub struct Metrics {
     /// Origin of discovery update stamps.
     epoch: Instant,
     discovery_stamps: Mutex<Vec<(String, Arc<UpdateStamp>)>>,
-    route_live: Mutex<Vec<RouteLive>>,
+    route_live: Mutex<RouteLives>,
     endpoint_live: Mutex<HashMap<(String, String), Arc<LiveStats>>>,
 }
 
@@ -124,18 +132,18 @@ impl Metrics {
         let mut lives = lock(&self.route_live);
         // A route built twice (a rebuilt router) keeps one set of live stats,
         // as it keeps one set of Prometheus series.
-        let live = match lives
-            .iter()
-            .find(|l| l.listener == listener && l.route == route)
-        {
-            Some(l) => l.stats.clone(),
+        let key = (listener.to_owned(), route.to_owned());
+        let live = match lives.at.get(&key) {
+            Some(&i) => lives.ordered[i].stats.clone(),
             None => {
                 let stats = Arc::new(LiveStats::default());
-                lives.push(RouteLive {
+                let at = lives.ordered.len();
+                lives.ordered.push(RouteLive {
                     listener: listener.to_owned(),
                     route: route.to_owned(),
                     stats: stats.clone(),
                 });
+                lives.at.insert(key, at);
                 stats
             }
         };
@@ -153,7 +161,7 @@ impl Metrics {
 
     /// Live stats of every route, in the order routes were built.
     pub fn route_live(&self) -> Vec<RouteLive> {
-        lock(&self.route_live).clone()
+        lock(&self.route_live).ordered.clone()
     }
 
     /// Counters of the faults a route injects; only routes with a fault

@@ -125,9 +125,12 @@ impl Default for DrainTimes {
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    /// The address cannot be bound (in use, not local, no permission).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// Why the operating system refused.
         #[source]
         source: io::Error,
     },

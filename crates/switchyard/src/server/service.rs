@@ -160,10 +160,10 @@ where
             // A `Watch` stream never ends by itself: it would hold the
             // drain for its whole grace period.
             let watch = path == WATCH_PATH;
-            return ServerFuture::Health {
+            return ServerFuture::from(FutureState::Health {
                 fut: shared.health.clone().call(req),
                 drain: watch.then(|| shared.drain.clone()),
-            };
+            });
         }
         shared.touch();
         let grpc = is_grpc(&req);
@@ -206,11 +206,11 @@ where
         // polled ready, keep the fresh clone for the next request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        ServerFuture::Handler {
+        ServerFuture::from(FutureState::Handler {
             fut: context.scope(inner.call(req)),
             deadline,
             guard: Some(guard),
-        }
+        })
     }
 }
 
@@ -315,8 +315,35 @@ impl Drop for Guard {
 
 pin_project_lite::pin_project! {
     /// The future of [`ServerService`].
+    pub struct ServerFuture<F> {
+        #[pin]
+        state: FutureState<F>,
+    }
+}
+
+impl<F> std::fmt::Debug for ServerFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, E, ResBody> Future for ServerFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ServerBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.project()
+            .state
+            .poll(cx)
+            .map(|out| out.map(|resp| resp.map(|state| ServerBody { state })))
+    }
+}
+
+pin_project_lite::pin_project! {
     #[project = ServerFutureProj]
-    pub enum ServerFuture<F> {
+    enum FutureState<F> {
         Ready { resp: Option<Response<Body>> },
         Health { fut: HealthFuture, drain: Option<Drain> },
         Handler {
@@ -329,21 +356,25 @@ pin_project_lite::pin_project! {
 
 impl<F> ServerFuture<F> {
     fn local(resp: Response<Body>) -> Self {
-        Self::Ready { resp: Some(resp) }
+        Self::from(FutureState::Ready { resp: Some(resp) })
+    }
+
+    fn from(state: FutureState<F>) -> Self {
+        Self { state }
     }
 }
 
-impl<F, E, ResBody> Future for ServerFuture<F>
+impl<F, E, ResBody> Future for FutureState<F>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
 {
-    type Output = Result<Response<ServerBody<ResBody>>, E>;
+    type Output = Result<Response<BodyState<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
             ServerFutureProj::Ready { resp } => {
                 let resp = resp.take().expect("polled after completion");
-                Poll::Ready(Ok(resp.map(|body| ServerBody::Local { body })))
+                Poll::Ready(Ok(resp.map(|body| BodyState::Local { body })))
             }
             ServerFutureProj::Health { fut, drain } => {
                 let resp = match ready!(fut.as_mut().poll(cx)) {
@@ -354,7 +385,7 @@ where
                     Box::pin(async move { d.signaled().await })
                         as Pin<Box<dyn Future<Output = ()> + Send>>
                 });
-                Poll::Ready(Ok(resp.map(|body| ServerBody::Health {
+                Poll::Ready(Ok(resp.map(|body| BodyState::Health {
                     body,
                     drain,
                     ended: false,
@@ -375,7 +406,7 @@ where
                     // A gRPC deadline covers the whole call, streams
                     // included; an HTTP one the wait for the head.
                     let deadline = if guard.grpc { deadline.take() } else { None };
-                    return Poll::Ready(Ok(resp.map(|body| ServerBody::Handler {
+                    return Poll::Ready(Ok(resp.map(|body| BodyState::Handler {
                         body,
                         guard: Some(guard),
                         deadline,
@@ -396,7 +427,7 @@ where
                     guard.status = resp.status();
                     guard.grpc_code = grpc_status(resp.headers());
                     drop(guard);
-                    return Poll::Ready(Ok(resp.map(|body| ServerBody::Local { body })));
+                    return Poll::Ready(Ok(resp.map(|body| BodyState::Local { body })));
                 }
                 Poll::Pending
             }
@@ -407,8 +438,45 @@ where
 pin_project_lite::pin_project! {
     /// The response body of [`ServerService`]: the handler's, a health
     /// answer, or one the server made itself (readiness, rejections).
+    pub struct ServerBody<B> {
+        #[pin]
+        state: BodyState<B>,
+    }
+}
+
+impl<B> std::fmt::Debug for ServerBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> http_body::Body for ServerBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().state.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.state.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
     #[project = ServerBodyProj]
-    pub enum ServerBody<B> {
+    enum BodyState<B> {
         Handler {
             #[pin] body: B,
             guard: Option<Guard>,
@@ -423,7 +491,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B> http_body::Body for ServerBody<B>
+impl<B> http_body::Body for BodyState<B>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,

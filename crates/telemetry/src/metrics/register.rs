@@ -12,7 +12,9 @@ use prometheus_client::{
     registry::{Metric, Registry, Unit},
 };
 
-use super::{ConfigMetrics, F64Gauge, Metrics, RouteLabels, SpanMetrics, latency_histogram};
+use super::{
+    ConfigMetrics, F64Gauge, Metrics, RouteLabels, RouteLives, SpanMetrics, latency_histogram,
+};
 
 /// Registers `metric` and returns it, so that construction reads as one
 /// list of families.
@@ -284,7 +286,7 @@ impl Metrics {
             process_cpu,
             epoch: Instant::now(),
             discovery_stamps: Mutex::new(Vec::new()),
-            route_live: Mutex::new(Vec::new()),
+            route_live: Mutex::new(RouteLives::default()),
             endpoint_live: Mutex::new(HashMap::new()),
         }
     }
