@@ -63,6 +63,11 @@ impl HostIndex {
     ) -> Option<usize> {
         let mut best = None;
         first_in(&self.any, &mut best, &matches);
+        // The first route matched (a listener's catch-all, often its only
+        // route): nothing can come before it.
+        if best == Some(0) {
+            return Some(0);
+        }
         let Some(host) = host else {
             return best.map(|i| i as usize);
         };
