@@ -174,22 +174,11 @@ impl Attempts<'_> {
                         // answer may yet succeed.
                         continue;
                     }
-                    tracing::debug!(?reason, attempt = log.attempts, "attempt failed with a retryable result");
-                    if log.attempts >= max_attempts || self.deadline.expired() {
+                    let Some(wait) =
+                        self.retry_wait(reason, log, max_attempts, backoff, &mut retry_permits)
+                    else {
                         return res;
-                    }
-                    match self.cluster.admit_retry() {
-                        Ok(permit) => retry_permits.push(permit),
-                        Err(why) => {
-                            log.retry_refused = Some(why);
-                            return res;
-                        }
-                    }
-                    // `backoff` is set whenever a policy allows retries.
-                    let wait = backoff.map_or(Duration::ZERO, |b| b.delay(log.retries + 1));
-                    if wait >= self.deadline.remaining() {
-                        return res;
-                    }
+                    };
                     tokio::time::sleep(wait).await;
                     let more = log.attempts + 1 < max_attempts;
                     let Ok((ep, req, span)) = self.prepare(&tried, log, more, false) else {
@@ -228,6 +217,38 @@ impl Attempts<'_> {
         }
     }
 
+    /// Whether a retryable failure is retried: attempts left, the deadline
+    /// not passed, a retry admitted by the cluster's budget (its permit kept
+    /// in `permits` for the call's life), and a backoff that fits in the
+    /// time left. The backoff to wait, or `None` when the failure stands.
+    fn retry_wait(
+        &self,
+        reason: RetryOn,
+        log: &mut AttemptLog,
+        max_attempts: u32,
+        backoff: Option<Backoff>,
+        permits: &mut Vec<Permit>,
+    ) -> Option<Duration> {
+        tracing::debug!(
+            ?reason,
+            attempt = log.attempts,
+            "attempt failed with a retryable result"
+        );
+        if log.attempts >= max_attempts || self.deadline.expired() {
+            return None;
+        }
+        match self.cluster.admit_retry() {
+            Ok(permit) => permits.push(permit),
+            Err(why) => {
+                log.retry_refused = Some(why);
+                return None;
+            }
+        }
+        // `backoff` is set whenever a policy allows retries.
+        let wait = backoff.map_or(Duration::ZERO, |b| b.delay(log.retries + 1));
+        (wait < self.deadline.remaining()).then_some(wait)
+    }
+
     /// Retries without hedging: one attempt at a time, awaited in place.
     /// Nothing races an attempt, so there is no attempt set to allocate
     /// (and copy each attempt's future into) and no timer; the decisions
@@ -251,26 +272,11 @@ impl Attempts<'_> {
             let Some(reason) = retry_reason(&res, policy, idempotent) else {
                 return res;
             };
-            tracing::debug!(
-                ?reason,
-                attempt = log.attempts,
-                "attempt failed with a retryable result"
-            );
-            if log.attempts >= max_attempts || self.deadline.expired() {
+            let Some(wait) =
+                self.retry_wait(reason, log, max_attempts, backoff, &mut retry_permits)
+            else {
                 return res;
-            }
-            match cluster.admit_retry() {
-                Ok(permit) => retry_permits.push(permit),
-                Err(why) => {
-                    log.retry_refused = Some(why);
-                    return res;
-                }
-            }
-            // `backoff` is set whenever a policy allows retries.
-            let wait = backoff.map_or(Duration::ZERO, |b| b.delay(log.retries + 1));
-            if wait >= self.deadline.remaining() {
-                return res;
-            }
+            };
             tokio::time::sleep(wait).await;
             tried.push(done.addr());
             let more = log.attempts + 1 < max_attempts;
