@@ -87,17 +87,36 @@ impl L4Stats {
 }
 
 impl Endpoint {
+    /// Where a new endpoint's latency estimate starts: the mean of the
+    /// estimates of the endpoints already there, or 30 ms in a new
+    /// cluster. Seeded with the fixed 30 ms, an endpoint added to a cluster
+    /// answering in a few milliseconds lost nearly every power-of-two pick
+    /// until the seed decayed (tens of seconds): a scale-out took almost no
+    /// traffic. Seeded with its peers' mean, it gets its share at once and
+    /// its own answers move the estimate from there.
+    pub fn seed_rtt<'a>(peers: impl IntoIterator<Item = &'a Arc<Endpoint>>) -> Duration {
+        let (sum, n) = peers
+            .into_iter()
+            .fold((Duration::ZERO, 0u32), |(sum, n), ep| {
+                (sum + ep.load.ewma(), n + 1)
+            });
+        if n == 0 { DEFAULT_RTT } else { sum / n }
+    }
+
+    /// An endpoint whose latency estimate starts at `rtt` (see
+    /// [`Endpoint::seed_rtt`]).
     pub fn new(
         addr: SocketAddr,
         weight: u32,
         settings: Arc<PoolSettings>,
         requests: Counter,
         stats: Arc<LiveStats>,
+        rtt: Duration,
     ) -> Self {
         Self {
             addr,
             weight: weight.max(1),
-            load: Load::new(DEFAULT_RTT, EWMA_DECAY),
+            load: Load::new(rtt, EWMA_DECAY),
             pool: Pool::new(addr, settings),
             accepting: AtomicBool::new(true),
             health: EndpointHealth::new(),

@@ -321,6 +321,7 @@ impl Cluster {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = HashMap::with_capacity(specs.len());
         let mut list = Vec::with_capacity(specs.len());
+        let mut seed = None;
         for spec in specs {
             if spec.draining {
                 // Left out like a removed endpoint; `set_accepting(false)`
@@ -340,6 +341,7 @@ impl Cluster {
                         .endpoint_requests(&self.name, &spec.addr.to_string()),
                     self.metrics
                         .endpoint_stats(&self.name, &spec.addr.to_string()),
+                    *seed.get_or_insert_with(|| Endpoint::seed_rtt(members.values())),
                 )),
             };
             if self.is_l4() {
@@ -739,6 +741,31 @@ mod tests {
         )
         .expect("valid config");
         Cluster::new(&config.clusters[0], metrics.clone()).expect("no TLS files to read")
+    }
+
+    #[test]
+    fn an_added_endpoint_starts_at_its_peers_latency() {
+        let metrics = Arc::new(Metrics::new());
+        let c = cluster(&metrics);
+        c.update(&[spec(1)]);
+        let first = c.endpoints()[0].clone();
+        // A new cluster has nothing to go by.
+        assert_eq!(first.load().ewma().as_millis(), 30);
+        // Peak-EWMA takes a slower answer at once.
+        first.load().observe(Duration::from_millis(100));
+        c.update(&[spec(1), spec(2)]);
+        let added = c
+            .endpoints()
+            .iter()
+            .find(|e| e.addr().port() == 2)
+            .unwrap()
+            .clone();
+        let (peer, seeded) = (first.load().ewma(), added.load().ewma());
+        assert!(peer > Duration::from_millis(90), "{peer:?}");
+        assert!(
+            seeded.abs_diff(peer) < Duration::from_millis(2),
+            "{seeded:?} vs {peer:?}"
+        );
     }
 
     fn spec(port: u16) -> EndpointSpec {
