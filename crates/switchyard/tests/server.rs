@@ -645,3 +645,45 @@ async fn the_handlers_calls_continue_the_servers_span() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_answer_and_the_server_stays_up() {
+    let counts = Arc::new(Counts::default());
+    let server = start(Server::builder("strict"), app(counts.clone())).await;
+    // A malformed deadline is no deadline: the handler runs, unhurried.
+    for bad in ["abc", "-5", "99999999999999999999999"] {
+        let resp = send_http1(
+            server.addr,
+            get_with("/deadline", &[("x-switchyard-timeout-ms", bad)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 200, "{bad}");
+        assert_eq!(resp.body().as_ref(), b"None", "{bad}");
+    }
+    let (head, _, _) = raw_grpc(server.addr, "Unary", &EchoRequest::default(), "1X").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.headers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        None
+    );
+    // A request head over the limit (64 KiB) is refused, not buffered.
+    let huge = "x".repeat(80 * 1024);
+    let resp = send_http1(server.addr, get_with("/deadline", &[("x-big", &huge)]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // Garbage instead of HTTP closes that connection only.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"\x00\x01garbage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf),
+    )
+    .await
+    .expect("the server closes a garbage connection");
+    assert_eq!(http_get(server.addr, "/ready").await.status(), 200);
+}
