@@ -180,29 +180,30 @@
   }
 
   function renderKpis(s) {
-    const rps = s.routes.reduce((a, r) => a + r.rps, 0);
-    let errs = 0;
-    for (const r of s.routes) errs += (r.error_rate || 0) * r.rps;
-    const p99 = s.routes.reduce((a, r) => (r.p99_ms !== null && r.p99_ms > a ? r.p99_ms : a), -1);
-    const eps = s.clusters.flatMap((c) => c.endpoints);
-    const up = eps.filter((e) => e.available).length;
-    $("kpi-rps").textContent = fmtRate(rps);
-    const errRate = rps > 0 ? errs / rps : null;
-    $("kpi-err").textContent = fmtPct(errRate);
-    $("kpi-err").className = "kpi-value" + (errRate >= 0.01 ? " bad" : "");
-    $("kpi-p99").textContent = p99 >= 0 ? fmtMs(p99) : "–";
-    $("kpi-eps").textContent = `${up} / ${eps.length}`;
-    $("kpi-eps").className = "kpi-value" + (up < eps.length ? (up === 0 ? " bad" : " warn") : "");
+    // Totals over every route and endpoint, also those the snapshot leaves
+    // out (a proxy with thousands of routes sends the busiest).
+    const t = s.summary;
+    $("kpi-rps").textContent = fmtRate(t.rps);
+    $("kpi-err").textContent = fmtPct(t.error_rate);
+    $("kpi-err").className = "kpi-value" + (t.error_rate >= 0.01 ? " bad" : "");
+    $("kpi-p99").textContent = t.p99_ms !== null ? fmtMs(t.p99_ms) : "–";
+    $("kpi-eps").textContent = `${t.endpoints_available} / ${t.endpoints}`;
+    $("kpi-eps").className = "kpi-value" + (t.endpoints_available < t.endpoints ? (t.endpoints_available === 0 ? " bad" : " warn") : "");
     $("kpi-changes").textContent = String(s.changes.length);
   }
 
   function renderRoutes(s) {
     const body = $("routes").querySelector("tbody");
     if (s.routes.length === 0) {
-      body.innerHTML = `<tr><td colspan="8" class="empty">no HTTP routes</td></tr>`;
+      const none = s.summary.routes === 0 ? "no HTTP routes" : `${s.summary.routes.toLocaleString()} routes, none has served a request yet`;
+      body.innerHTML = `<tr><td colspan="8" class="empty">${none}</td></tr>`;
       return;
     }
-    body.innerHTML = s.routes.map((r) => {
+    const hidden = s.summary.routes - s.summary.routes_shown;
+    const more = hidden > 0
+      ? `<tr><td colspan="8" class="empty" data-field="routes-hidden">${hidden.toLocaleString()} more routes not shown: idle, or less busy than these</td></tr>`
+      : "";
+    body.innerHTML = more + s.routes.map((r) => {
       const key = r.listener + "/" + r.name;
       const hist = sparks.get(key) || [];
       hist.push(r.rps);
@@ -311,9 +312,14 @@
         return out.join("");
       };
       const load = c.max_requests ? Math.min(100, (100 * c.active_requests) / c.max_requests) : 0;
+      const hidden = c.endpoints_total - c.endpoints.length;
+      const states = Object.entries(c.endpoint_states).map(([st, n]) => `${n.toLocaleString()} ${st}`).join(", ");
+      const more = hidden > 0
+        ? `<tr><td colspan="${head.length}" class="empty" data-field="endpoints-hidden">${hidden.toLocaleString()} more endpoints not shown (${states}); these are the ones not active, then the busiest</td></tr>`
+        : "";
       const rows = c.endpoints.length === 0
         ? `<tr><td colspan="${head.length}" class="empty">no endpoints discovered</td></tr>`
-        : c.endpoints.map((e) => `<tr data-endpoint="${esc(e.address)}" data-cluster="${esc(c.name)}" data-state="${esc(e.state)}">
+        : more + c.endpoints.map((e) => `<tr data-endpoint="${esc(e.address)}" data-cluster="${esc(c.name)}" data-state="${esc(e.state)}">
           ${cells(e)}
         </tr>`).join("");
       const activity = http
@@ -350,13 +356,18 @@
     const routeByKey = new Map(s.routes.map((r) => [r.listener + "/" + r.name, r]));
     for (const l of s.listeners) {
       add(0, "l:" + l.name, l.name, `${l.protocol} ${l.address}`, null);
-      if (l.routes.length === 0) {
+      if (l.protocol !== "http") {
         // tcp/udp listeners have no routes: a pass-through node keeps the
         // columns readable.
         const id = "r:" + l.name + "/*";
         add(1, id, "all " + (l.protocol === "udp" ? "datagrams" : "connections"), `${l.protocol} pass-through`, null);
         edges.push(["l:" + l.name, id, 0, true]);
         for (const c of l.clusters) edges.push([id, "c:" + c, 0, true]);
+      }
+      if (l.routes_total > l.routes.length) {
+        const id = "r:" + l.name + "/+";
+        add(1, id, `+${(l.routes_total - l.routes.length).toLocaleString()} routes`, "idle or less busy", null);
+        edges.push(["l:" + l.name, id, 0, true]);
       }
       for (const rn of l.routes) {
         const r = routeByKey.get(l.name + "/" + rn);
@@ -367,8 +378,7 @@
     }
     for (const c of s.clusters) {
       const { unit } = clusterKind(s, c);
-      const up = c.endpoints.filter((e) => e.available).length;
-      add(2, "c:" + c.name, c.name, `${up}/${c.endpoints.length} up · ${c.balance}`, null);
+      add(2, "c:" + c.name, c.name, `${c.endpoints_available}/${c.endpoints_total} up · ${c.balance}`, null);
       for (const e of c.endpoints) {
         const id = "e:" + c.name + "/" + e.address;
         add(3, id, e.address, `${e.state} · ${fmtRate(e.rps)} ${unit}/s`, e.state);

@@ -112,10 +112,10 @@ fn listener_routes<'a>(view: &View, l: &'a ListenerConfig) -> ListenerRoutes<'a>
                 destination: &r.destination,
                 clusters: route_clusters(r),
                 timeout: format_duration(r.timeout),
-                retry: r.retry.as_ref(),
-                hedge: r.hedge.as_ref(),
-                retry_summary: r.retry.as_ref().map(retry_summary),
-                hedge_summary: r.hedge.as_ref().map(hedge_summary),
+                retry: r.retry.as_deref(),
+                hedge: r.hedge.as_deref(),
+                retry_summary: r.retry.as_deref().map(retry_summary),
+                hedge_summary: r.hedge.as_deref().map(hedge_summary),
             })
             .collect(),
     }

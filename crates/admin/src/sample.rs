@@ -11,6 +11,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
+    sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -28,25 +29,67 @@ use crate::{
 pub(crate) const WINDOW_TICKS: usize = 5;
 /// State changes kept for the dashboard; enough for a screenful.
 pub(crate) const CHANGES_KEPT: usize = 50;
+/// At most this many routes, and endpoints per cluster, go into a snapshot.
+/// A dashboard cannot show more, and a gateway with 100,000 host routes or
+/// a cluster of 10,000 endpoints should not render them all every second.
+/// Up to this many, all are shown; beyond, the routes that have served
+/// (the busiest in the window first) and the endpoints not active (then the
+/// busiest), with totals in [`Summary`] and per cluster.
+pub(crate) const FEED_ROUTES: usize = 100;
+pub(crate) const FEED_ENDPOINTS: usize = 100;
 
-type EndpointKey = (String, SocketAddr);
+/// Each endpoint's state, by cluster and address.
+type States = HashMap<String, HashMap<SocketAddr, &'static str>>;
 
-/// Cumulative figures at one tick.
+/// Cumulative figures at one tick. The history keeps only what was used:
+/// a route or endpoint that recorded nothing is left out and reads as zero,
+/// so a proxy with 100,000 routes keeps the history of the few that serve.
 struct Sample {
     at: Instant,
-    routes: HashMap<(String, String), LiveSnapshot>,
-    endpoints: HashMap<EndpointKey, EndpointSample>,
+    /// By listener, then route.
+    routes: HashMap<Arc<str>, HashMap<Arc<str>, LiveSnapshot>>,
+    /// By cluster, then address.
+    endpoints: HashMap<String, HashMap<SocketAddr, EndpointSample>>,
     decisions: HashMap<String, BTreeMap<&'static str, u64>>,
 }
 
+impl Sample {
+    fn route(&self, listener: &str, route: &str) -> Option<&LiveSnapshot> {
+        self.routes.get(listener)?.get(route)
+    }
+
+    fn endpoint(&self, cluster: &str, address: SocketAddr) -> Option<&EndpointSample> {
+        self.endpoints.get(cluster)?.get(&address)
+    }
+
+    /// Drops what recorded nothing, before the sample joins the history.
+    fn compact(&mut self) {
+        for routes in self.routes.values_mut() {
+            routes.retain(|_, s| !s.is_empty());
+        }
+        self.routes.retain(|_, r| !r.is_empty());
+        for endpoints in self.endpoints.values_mut() {
+            endpoints.retain(|_, e| !e.is_idle());
+        }
+        self.endpoints.retain(|_, e| !e.is_empty());
+    }
+}
+
 /// One endpoint's cumulative figures at one tick.
+#[derive(Default)]
 struct EndpointSample {
     /// Requests sent to the endpoint (connections or sessions for L4).
     requests: u64,
-    /// Its live stats, if recorded.
-    live: Option<LiveSnapshot>,
+    /// Its live stats.
+    live: LiveSnapshot,
     /// Bytes received from and sent to it, for L4 clusters.
-    bytes: Option<(u64, u64)>,
+    bytes: (u64, u64),
+}
+
+impl EndpointSample {
+    fn is_idle(&self) -> bool {
+        self.requests == 0 && self.live.is_empty() && self.bytes == (0, 0)
+    }
 }
 
 /// The state the feed keeps between ticks.
@@ -54,7 +97,7 @@ pub(crate) struct Sampler {
     started: Instant,
     history: VecDeque<Sample>,
     /// Each endpoint's state at the previous tick; `None` before the first.
-    states: Option<HashMap<EndpointKey, &'static str>>,
+    states: Option<States>,
     /// Oldest first.
     changes: VecDeque<Change>,
 }
@@ -87,11 +130,28 @@ pub(crate) struct FeedSnapshot {
     ready: bool,
     /// The span the rates and percentiles cover (0 on the first tick).
     window_s: f64,
+    /// Over every route and endpoint, including those left out below.
+    summary: Summary,
     listeners: Vec<ListenerView>,
+    /// In configuration order; see [`FEED_ROUTES`].
     routes: Vec<RouteView>,
     clusters: Vec<ClusterView>,
     /// Newest first.
     changes: Vec<Change>,
+}
+
+/// Totals over everything, shown or not.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    /// Requests per second over all routes.
+    rps: f64,
+    error_rate: Option<f64>,
+    /// The highest route p99.
+    p99_ms: Option<f64>,
+    routes: usize,
+    routes_shown: usize,
+    endpoints: usize,
+    endpoints_available: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,7 +159,9 @@ struct ListenerView {
     name: String,
     protocol: &'static str,
     address: String,
+    /// The routes of this listener that the snapshot shows.
     routes: Vec<String>,
+    routes_total: usize,
     /// Clusters the listener reaches (through its routes, or directly).
     clusters: Vec<String>,
 }
@@ -151,6 +213,11 @@ struct ClusterView {
     decisions: BTreeMap<&'static str, u64>,
     /// Decisions per second over the window, only those that happened.
     decision_rates: BTreeMap<&'static str, f64>,
+    endpoints_total: usize,
+    endpoints_available: usize,
+    /// How many endpoints are in each state.
+    endpoint_states: BTreeMap<&'static str, usize>,
+    /// In the cluster's order; see [`FEED_ENDPOINTS`].
     endpoints: Vec<EndpointView>,
 }
 
@@ -212,29 +279,32 @@ impl Sampler {
         let now = Instant::now();
         let view = state.view();
         let clusters: Vec<ClusterSnapshot> = view.clusters.iter().map(|c| c.snapshot()).collect();
-        let sample = Sample {
+        let mut route_stats: HashMap<Arc<str>, HashMap<Arc<str>, LiveSnapshot>> = HashMap::new();
+        for r in state.metrics.route_live() {
+            route_stats
+                .entry(r.listener)
+                .or_default()
+                .insert(r.route, r.stats.snapshot());
+        }
+        let mut sample = Sample {
             at: now,
-            routes: state
-                .metrics
-                .route_live()
-                .into_iter()
-                .map(|r| ((r.listener, r.route), r.stats.snapshot()))
-                .collect(),
+            routes: route_stats,
             endpoints: clusters
                 .iter()
-                .flat_map(|c| {
-                    c.endpoints.iter().map(|e| {
-                        let live = state
-                            .metrics
-                            .endpoint_live(&c.name, &e.address.to_string())
-                            .map(|s| s.snapshot());
-                        let sample = EndpointSample {
-                            requests: e.requests,
-                            live,
-                            bytes: e.bytes_rx.zip(e.bytes_tx),
-                        };
-                        ((c.name.clone(), e.address), sample)
-                    })
+                .map(|c| {
+                    let endpoints = c
+                        .endpoints
+                        .iter()
+                        .map(|e| {
+                            let sample = EndpointSample {
+                                requests: e.requests,
+                                live: e.live.clone(),
+                                bytes: e.bytes_rx.zip(e.bytes_tx).unwrap_or((0, 0)),
+                            };
+                            (e.address, sample)
+                        })
+                        .collect();
+                    (c.name.clone(), endpoints)
                 })
                 .collect(),
             decisions: clusters
@@ -244,21 +314,27 @@ impl Sampler {
         };
         let base = self.history.front();
         let secs = base.map_or(0.0, |b| (now - b.at).as_secs_f64());
+        let (routes, mut summary) = routes(&view, &sample, base, secs);
+        let clusters_view: Vec<ClusterView> = clusters
+            .iter()
+            .map(|c| cluster_view(&view, c, base, secs))
+            .collect();
+        summary.endpoints = clusters_view.iter().map(|c| c.endpoints_total).sum();
+        summary.endpoints_available = clusters_view.iter().map(|c| c.endpoints_available).sum();
         let snapshot = FeedSnapshot {
             time_ms: unix_ms(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             version: env!("CARGO_PKG_VERSION"),
             ready: state.is_ready(),
             window_s: secs,
-            listeners: listeners(&view),
-            routes: routes(&view, &sample, base, secs),
-            clusters: clusters
-                .iter()
-                .map(|c| cluster_view(&view, c, &sample, base, secs))
-                .collect(),
+            summary,
+            listeners: listeners(&view, &routes),
+            routes,
+            clusters: clusters_view,
             changes: Vec::new(),
         };
         self.detect_changes(&clusters);
+        sample.compact();
         self.history.push_back(sample);
         while self.history.len() > WINDOW_TICKS {
             self.history.pop_front();
@@ -270,39 +346,45 @@ impl Sampler {
     }
 
     fn detect_changes(&mut self, clusters: &[ClusterSnapshot]) {
-        let current: HashMap<EndpointKey, &'static str> = clusters
+        let current: States = clusters
             .iter()
-            .flat_map(|c| {
-                c.endpoints
-                    .iter()
-                    .map(|e| ((c.name.clone(), e.address), e.state))
+            .map(|c| {
+                let states = c.endpoints.iter().map(|e| (e.address, e.state)).collect();
+                (c.name.clone(), states)
             })
             .collect();
         // The first tick has nothing to compare with: everything that exists
         // at start-up is the baseline, not a change.
         if let Some(previous) = self.states.take() {
             let time_ms = unix_ms();
+            let state_in = |states: &States, cluster: &str, endpoint: &SocketAddr| {
+                states.get(cluster).and_then(|s| s.get(endpoint)).copied()
+            };
             let mut found = Vec::new();
-            for (key, to) in &current {
-                let from = previous.get(key).copied();
-                if from != Some(*to) {
-                    found.push((key.clone(), from, Some(*to)));
+            for (cluster, endpoints) in &current {
+                for (endpoint, to) in endpoints {
+                    let from = state_in(&previous, cluster, endpoint);
+                    if from != Some(*to) {
+                        found.push((cluster, *endpoint, from, Some(*to)));
+                    }
                 }
             }
-            for (key, from) in &previous {
-                if !current.contains_key(key) {
-                    found.push((key.clone(), Some(*from), None));
+            for (cluster, endpoints) in &previous {
+                for (endpoint, from) in endpoints {
+                    if state_in(&current, cluster, endpoint).is_none() {
+                        found.push((cluster, *endpoint, Some(*from), None));
+                    }
                 }
             }
             // Hash-map order is arbitrary; a stable order reads better.
-            found.sort_by(|a, b| a.0.cmp(&b.0));
-            for ((cluster, endpoint), from, to) in found {
+            found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            for (cluster, endpoint, from, to) in found {
                 if self.changes.len() == CHANGES_KEPT {
                     self.changes.pop_front();
                 }
                 self.changes.push_back(Change {
                     time_ms,
-                    cluster,
+                    cluster: cluster.clone(),
                     endpoint,
                     from,
                     to,
@@ -313,7 +395,7 @@ impl Sampler {
     }
 }
 
-fn listeners(view: &View) -> Vec<ListenerView> {
+fn listeners(view: &View, shown: &[RouteView]) -> Vec<ListenerView> {
     view.config
         .listeners
         .iter()
@@ -333,7 +415,12 @@ fn listeners(view: &View) -> Vec<ListenerView> {
                 name: l.name.clone(),
                 protocol: protocol_name(l.protocol),
                 address: view.listener_addr(&l.name, l.listen).to_string(),
-                routes: l.routes.iter().map(|r| r.name.clone()).collect(),
+                routes: shown
+                    .iter()
+                    .filter(|r| r.listener == l.name)
+                    .map(|r| r.name.clone())
+                    .collect(),
+                routes_total: l.routes.len(),
                 clusters,
             }
         })
@@ -348,36 +435,82 @@ fn window_rates(now: &LiveSnapshot, base: Option<&LiveSnapshot>, secs: f64) -> R
     }
 }
 
-fn routes(view: &View, now: &Sample, base: Option<&Sample>, secs: f64) -> Vec<RouteView> {
-    let mut out = Vec::new();
-    for l in &view.config.listeners {
-        for r in &l.routes {
-            let key = (l.name.clone(), r.name.clone());
-            let Some(cur) = now.routes.get(&key) else {
-                continue;
-            };
-            // A route built after the base sample started from zero.
-            let empty = LiveSnapshot::default();
-            let prev = base.map(|b| b.routes.get(&key).unwrap_or(&empty));
-            out.push(RouteView {
-                listener: l.name.clone(),
-                name: r.name.clone(),
-                clusters: route_clusters(r).into_iter().map(str::to_owned).collect(),
-                requests: cur.requests,
-                rates: window_rates(cur, prev, secs),
-            });
-        }
-    }
-    out
-}
-
-fn cluster_view(
+/// The routes to show (see [`FEED_ROUTES`]) and the totals over all.
+fn routes(
     view: &View,
-    c: &ClusterSnapshot,
     now: &Sample,
     base: Option<&Sample>,
     secs: f64,
-) -> ClusterView {
+) -> (Vec<RouteView>, Summary) {
+    // (listener, route, cumulative, window) of every built route.
+    let mut all = Vec::new();
+    for l in &view.config.listeners {
+        for r in &l.routes {
+            let Some(cur) = now.route(&l.name, &r.name) else {
+                continue;
+            };
+            // A route missing from the base sample had recorded nothing (or
+            // was built since): it started from zero.
+            let empty = LiveSnapshot::default();
+            let rates = if cur.is_empty() {
+                Rates::default()
+            } else {
+                let prev = base.map(|b| b.route(&l.name, &r.name).unwrap_or(&empty));
+                window_rates(cur, prev, secs)
+            };
+            all.push((l, r, cur.requests, rates));
+        }
+    }
+    let mut summary = Summary {
+        routes: all.len(),
+        ..Summary::default()
+    };
+    let mut errors = 0.0;
+    for (_, _, _, rates) in &all {
+        summary.rps += rates.rps;
+        errors += rates.error_rate.unwrap_or(0.0) * rates.rps;
+        if rates.p99_ms > summary.p99_ms {
+            summary.p99_ms = rates.p99_ms;
+        }
+    }
+    summary.error_rate = (summary.rps > 0.0).then(|| errors / summary.rps);
+    if all.len() > FEED_ROUTES {
+        all.retain(|(_, _, requests, _)| *requests > 0);
+        if all.len() > FEED_ROUTES {
+            // The busiest in the window, then in all; shown in config order.
+            let mut ranked: Vec<usize> = (0..all.len()).collect();
+            ranked.sort_by(|&a, &b| {
+                let key = |i: usize| (all[i].3.rps, all[i].2);
+                key(b)
+                    .partial_cmp(&key(a))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            let mut keep = vec![false; all.len()];
+            for &i in &ranked[..FEED_ROUTES] {
+                keep[i] = true;
+            }
+            let mut i = 0;
+            all.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+    }
+    summary.routes_shown = all.len();
+    let views = all
+        .into_iter()
+        .map(|(l, r, requests, rates)| RouteView {
+            listener: l.name.clone(),
+            name: r.name.clone(),
+            clusters: route_clusters(r).into_iter().map(str::to_owned).collect(),
+            requests,
+            rates,
+        })
+        .collect();
+    (views, summary)
+}
+
+fn cluster_view(view: &View, c: &ClusterSnapshot, base: Option<&Sample>, secs: f64) -> ClusterView {
     let cfg = view.config.clusters.iter().find(|cc| cc.name == c.name);
     let per_sec = |delta: u64| if secs > 0.0 { delta as f64 / secs } else { 0.0 };
     let decision_rates = match base.and_then(|b| b.decisions.get(&c.name)) {
@@ -390,16 +523,21 @@ fn cluster_view(
             .collect(),
         None => BTreeMap::new(),
     };
+    // Only the HTTP path records endpoints' outcomes and latency;
+    // connections and sessions have none.
+    let recorded = matches!(c.protocol, "http1" | "http2");
+    let idle = EndpointSample::default();
     let endpoints: Vec<EndpointView> = c
         .endpoints
         .iter()
         .map(|e| {
-            let key = (c.name.clone(), e.address);
-            let before = base.and_then(|b| b.endpoints.get(&key));
-            let live = now.endpoints.get(&key).and_then(|s| s.live.as_ref());
-            let mut rates = match live {
-                Some(l) => window_rates(l, before.map(|b| b.live.as_ref().unwrap_or(l)), secs),
-                None => Rates::default(),
+            // An endpoint missing from the base sample had served nothing
+            // (or joined since): it started from zero.
+            let before = base.map(|b| b.endpoint(&c.name, e.address).unwrap_or(&idle));
+            let mut rates = if recorded {
+                window_rates(&e.live, before.map(|b| &b.live), secs)
+            } else {
+                Rates::default()
             };
             // The request counter is always there; it sets the rate even
             // when no live stats are recorded for the endpoint.
@@ -409,7 +547,7 @@ fn cluster_view(
             );
             // Like the request rate: no rate before a base sample has it.
             let byte_rates = e.bytes_rx.zip(e.bytes_tx).map(|(rx, tx)| {
-                let (rx0, tx0) = before.and_then(|b| b.bytes).unwrap_or((rx, tx));
+                let (rx0, tx0) = before.map_or((rx, tx), |b| b.bytes);
                 (
                     per_sec(rx.saturating_sub(rx0)),
                     per_sec(tx.saturating_sub(tx0)),
@@ -432,11 +570,18 @@ fn cluster_view(
                 bytes_tx: e.bytes_tx,
                 rx_bytes_per_s: byte_rates.map(|r| r.0),
                 tx_bytes_per_s: byte_rates.map(|r| r.1),
-                recorded: live.is_some(),
+                recorded,
                 rates,
             }
         })
         .collect();
+    let rps = endpoints.iter().map(|e| e.rates.rps).sum();
+    let endpoints_total = endpoints.len();
+    let endpoints_available = endpoints.iter().filter(|e| e.available).count();
+    let mut endpoint_states = BTreeMap::new();
+    for e in &endpoints {
+        *endpoint_states.entry(e.state).or_insert(0) += 1;
+    }
     ClusterView {
         name: c.name.clone(),
         balance: c.balance,
@@ -447,9 +592,43 @@ fn cluster_view(
         retry_budget_remaining: c.retry_budget_remaining,
         health_checked: cfg.is_some_and(|cc| cc.health.is_some()),
         outlier_detection: cfg.is_some_and(|cc| cc.outlier.is_some()),
-        rps: endpoints.iter().map(|e| e.rates.rps).sum(),
+        rps,
         decisions: c.decisions.clone(),
         decision_rates,
-        endpoints,
+        endpoints_total,
+        endpoints_available,
+        endpoint_states,
+        endpoints: shown_endpoints(endpoints),
     }
+}
+
+/// At most [`FEED_ENDPOINTS`] of a cluster's endpoints: those not active
+/// first (what an operator looks for), then the busiest.
+fn shown_endpoints(mut endpoints: Vec<EndpointView>) -> Vec<EndpointView> {
+    keep_highest(&mut endpoints, FEED_ENDPOINTS, |e| {
+        (e.state != "active", e.rates.rps, e.requests)
+    });
+    endpoints
+}
+
+/// Keeps the `n` items that rank highest, in their order.
+fn keep_highest<T>(items: &mut Vec<T>, n: usize, rank: impl Fn(&T) -> (bool, f64, u64)) {
+    if items.len() <= n {
+        return;
+    }
+    let mut ranked: Vec<usize> = (0..items.len()).collect();
+    ranked.sort_by(|&a, &b| {
+        rank(&items[b])
+            .partial_cmp(&rank(&items[a]))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut keep = vec![false; items.len()];
+    for &i in &ranked[..n] {
+        keep[i] = true;
+    }
+    let mut i = 0;
+    items.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }

@@ -344,12 +344,12 @@ pub struct RouteConfig {
     /// and the request proxied as a plain one. Never `h2c`.
     pub upgrades: Vec<String>,
     /// Default `None`: no retries unless the route asks for them.
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<Box<RetryPolicy>>,
     /// Default `None`: no hedging.
-    pub hedge: Option<HedgePolicy>,
+    pub hedge: Option<Box<HedgePolicy>>,
     /// Default `None`: no faults. Injected faults (Envoy's fault filter) for
     /// testing how callers cope with a slow or failing service.
-    pub fault: Option<FaultPolicy>,
+    pub fault: Option<Box<FaultPolicy>>,
     /// Default empty: any client. Otherwise only clients whose verified
     /// certificate identity (see [`ListenerTls::client_ca`]) is listed;
     /// others get 403 (gRPC: PERMISSION_DENIED).

@@ -146,8 +146,8 @@ health = { tcp = true }
     let config = parse_ok(source);
     let route = &config.listeners[0].routes[0];
     assert_eq!(
-        route.retry,
-        Some(RetryPolicy {
+        route.retry.as_deref(),
+        Some(&RetryPolicy {
             attempts: 3,
             per_try_timeout: None,
             on: vec![
@@ -165,8 +165,8 @@ health = { tcp = true }
         })
     );
     assert_eq!(
-        route.hedge,
-        Some(HedgePolicy {
+        route.hedge.as_deref(),
+        Some(&HedgePolicy {
             delay: HedgeDelay::Fixed(Duration::from_millis(50)),
             max_attempts: 2,
             max_extra_load: 0.1,

@@ -32,7 +32,7 @@ fn expected() -> Config {
             timeout: Duration::from_secs(3),
             max_stream_duration: None,
             upgrades: vec!["websocket".into()],
-            retry: Some(RetryPolicy {
+            retry: Some(Box::new(RetryPolicy {
                 attempts: 3,
                 per_try_timeout: Some(Duration::from_millis(500)),
                 on: vec![
@@ -42,7 +42,7 @@ fn expected() -> Config {
                     RetryOn::Unavailable,
                 ],
                 ..RetryPolicy::default()
-            }),
+            })),
             hedge: None,
             fault: None,
             identities: Vec::new(),

@@ -82,7 +82,10 @@ enum Socket {
 
 /// A listener: its socket, what it serves and, once started, its task.
 pub(crate) struct ListenerEntry {
-    config: ListenerConfig,
+    /// The generation that configures it and its place there: a listener's
+    /// configuration (perhaps 100,000 routes) is not copied.
+    generation: Arc<Config>,
+    index: usize,
     addr: SocketAddr,
     site: Site,
     /// Bound but not serving yet; taken by [`ListenerEntry::start`].
@@ -92,7 +95,11 @@ pub(crate) struct ListenerEntry {
 
 impl ListenerEntry {
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.config().name
+    }
+
+    fn config(&self) -> &ListenerConfig {
+        &self.generation.listeners[self.index]
     }
 
     /// The bound address (port 0 in the config becomes a real port).
@@ -100,7 +107,12 @@ impl ListenerEntry {
         self.addr
     }
 
-    async fn bind(lc: &ListenerConfig, value: SiteValue) -> Result<Self, StartError> {
+    async fn bind(
+        generation: &Arc<Config>,
+        index: usize,
+        value: SiteValue,
+    ) -> Result<Self, StartError> {
+        let lc = &generation.listeners[index];
         let bind_err = |source| StartError::Bind {
             name: lc.name.clone(),
             addr: lc.listen,
@@ -126,7 +138,8 @@ impl ListenerEntry {
         }
         .unwrap_or(lc.listen);
         Ok(Self {
-            config: lc.clone(),
+            generation: generation.clone(),
+            index,
             addr,
             site,
             socket: Some(socket),
@@ -141,7 +154,7 @@ impl ListenerEntry {
             return;
         };
         let (signal, watch) = drain::channel();
-        let (name, addr) = (&self.config.name, self.addr);
+        let (name, addr) = (self.name(), self.addr);
         let task = match (&self.site, socket) {
             (Site::Http(site), Socket::Tcp(listener)) => {
                 let s = site.load();
@@ -178,7 +191,7 @@ impl ListenerEntry {
 
     /// Serves `value` from now on: new connections (and, for HTTP, new
     /// requests on open ones) use it; what is in flight keeps the old one.
-    fn swap(&mut self, lc: &ListenerConfig, value: SiteValue) {
+    fn swap(&mut self, generation: &Arc<Config>, index: usize, value: SiteValue) {
         match (&self.site, value) {
             (Site::Http(site), SiteValue::Http(v)) => site.store(Arc::new(v)),
             (Site::Tcp(site), SiteValue::Tcp(v)) => site.store(Arc::new(v)),
@@ -186,7 +199,8 @@ impl ListenerEntry {
             // A listener is kept only when its protocol stays.
             _ => unreachable!("a kept listener keeps its protocol"),
         }
-        self.config = lc.clone();
+        self.generation = generation.clone();
+        self.index = index;
     }
 }
 
@@ -258,8 +272,9 @@ fn site(
 enum StagedListener {
     /// The running listener at this index keeps its socket.
     Keep {
+        /// Where it runs now, and where the new generation has it.
         index: usize,
-        config: ListenerConfig,
+        staged: usize,
         value: SiteValue,
     },
     New(ListenerEntry),
@@ -267,6 +282,7 @@ enum StagedListener {
 
 /// A generation built and bound, not yet serving.
 pub(crate) struct Staged {
+    generation: Arc<Config>,
     /// In configuration order; `None` keeps the running cluster as it is.
     clusters: Vec<(String, Option<ClusterEntry>)>,
     listeners: Vec<StagedListener>,
@@ -285,7 +301,7 @@ fn keeps_socket(old: &ListenerConfig, new: &ListenerConfig) -> bool {
 /// listeners that keep their name, address and protocol keep their socket;
 /// new ones are bound here, so a port in use refuses the whole generation.
 pub(crate) async fn stage(
-    config: &Config,
+    config: &Arc<Config>,
     clusters: &HashMap<String, ClusterEntry>,
     listeners: &[ListenerEntry],
     metrics: &Arc<Metrics>,
@@ -356,10 +372,10 @@ pub(crate) async fn stage(
     let kept: Vec<usize> = config
         .listeners
         .iter()
-        .filter_map(|lc| listeners.iter().position(|l| keeps_socket(&l.config, lc)))
+        .filter_map(|lc| listeners.iter().position(|l| keeps_socket(l.config(), lc)))
         .collect();
     let mut staged_listeners = Vec::with_capacity(config.listeners.len());
-    for lc in &config.listeners {
+    for (staged, lc) in config.listeners.iter().enumerate() {
         let value = site(
             lc,
             &by_name,
@@ -367,13 +383,13 @@ pub(crate) async fn stage(
             tracer.as_ref(),
             config.log.access_log,
         )?;
-        if let Some(index) = listeners.iter().position(|l| keeps_socket(&l.config, lc)) {
-            if listeners[index].config != *lc {
+        if let Some(index) = listeners.iter().position(|l| keeps_socket(l.config(), lc)) {
+            if listeners[index].config() != lc {
                 changes.listeners_updated.push(lc.name.clone());
             }
             staged_listeners.push(StagedListener::Keep {
                 index,
-                config: lc.clone(),
+                staged,
                 value,
             });
             continue;
@@ -382,8 +398,8 @@ pub(crate) async fn stage(
         if let Some((_, busy)) = listeners.iter().enumerate().find(|(i, l)| {
             !kept.contains(i)
                 && lc.listen.port() != 0
-                && l.config.listen == lc.listen
-                && (l.config.protocol == ListenerProtocol::Udp) == udp
+                && l.config().listen == lc.listen
+                && (l.config().protocol == ListenerProtocol::Udp) == udp
         }) {
             return Err(StartError::Listener {
                 name: lc.name.clone(),
@@ -396,7 +412,9 @@ pub(crate) async fn stage(
             });
         }
         changes.listeners_added.push(lc.name.clone());
-        staged_listeners.push(StagedListener::New(ListenerEntry::bind(lc, value).await?));
+        staged_listeners.push(StagedListener::New(
+            ListenerEntry::bind(config, staged, value).await?,
+        ));
     }
     changes.listeners_removed = listeners
         .iter()
@@ -405,6 +423,7 @@ pub(crate) async fn stage(
         .map(|(_, l)| l.name().to_owned())
         .collect();
     Ok(Staged {
+        generation: config.clone(),
         clusters: staged_clusters,
         listeners: staged_listeners,
         changes,
@@ -474,13 +493,13 @@ impl Staged {
             match staged {
                 StagedListener::Keep {
                     index,
-                    config,
+                    staged,
                     value,
                 } => {
                     let Some(mut entry) = previous.get_mut(index).and_then(Option::take) else {
                         unreachable!("a running listener is kept once");
                     };
-                    entry.swap(&config, value);
+                    entry.swap(&self.generation, staged, value);
                     listeners.push(entry);
                 }
                 StagedListener::New(mut entry) => {

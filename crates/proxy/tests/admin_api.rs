@@ -303,3 +303,77 @@ async fn refuses_to_start_beyond_loopback_without_a_token() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_feed_of_a_large_configuration_shows_what_serves_and_counts_the_rest() {
+    let b = Backend::start(BackendConfig::new("b")).await;
+    let mut toml = String::from("[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n");
+    for i in 0..150 {
+        let cluster = if i == 149 { "big" } else { "api" };
+        toml += &format!(
+            "  [[listeners.routes]]\n  name = \"r{i}\"\n  match = {{ path_prefix = \"/r{i}/\" }}\n  cluster = \"{cluster}\"\n\n"
+        );
+    }
+    toml += &cluster("api", &[b.addr()], "");
+    // 150 endpoints nobody sends to (no health checks: all active).
+    let big: Vec<std::net::SocketAddr> = (0..150u16)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 2], 20_000 + i)))
+        .collect();
+    toml += &cluster("big", &big, "");
+    let p = TestProxy::start(&toml).await;
+
+    // Idle: no route shown, all counted.
+    let v = snapshot_where(&p, "a first snapshot", |v| v["summary"]["routes"] == 150).await;
+    assert_eq!(v["routes"], serde_json::json!([]), "{}", v["routes"]);
+    assert_eq!(v["listeners"][0]["routes_total"], 150);
+    assert_eq!(v["listeners"][0]["routes"], serde_json::json!([]));
+
+    // 120 routes serve once, r3 six times: the 100 busiest are shown, in
+    // configuration order, and r3 is among them.
+    for i in 0..120 {
+        assert_eq!(get(p.addr, &format!("/r{i}/x")).await.status(), 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(get(p.addr, "/r3/x").await.status(), 200);
+    }
+    let v = snapshot_where(&p, "125 requests in the feed", |v| {
+        v["summary"]["rps"].as_f64().is_some_and(|r| r > 0.0)
+            && v["routes"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["name"] == "r3" && r["requests"] == 6))
+    })
+    .await;
+    let shown: Vec<usize> = v["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| {
+            assert!(r["requests"].as_u64().is_some_and(|n| n > 0), "{r}");
+            r["name"].as_str().expect("name")[1..]
+                .parse()
+                .expect("index")
+        })
+        .collect();
+    assert_eq!(shown.len(), 100);
+    assert!(shown.windows(2).all(|w| w[0] < w[1]), "{shown:?}");
+    assert!(shown.iter().all(|&i| i < 120), "{shown:?}");
+    assert_eq!(v["summary"]["routes_shown"], 100);
+    assert_eq!(
+        v["listeners"][0]["routes"].as_array().map(Vec::len),
+        Some(100)
+    );
+
+    // The big cluster: 100 of its 150 endpoints, all counted.
+    let big_view = v["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "big"))
+        .expect("cluster big");
+    assert_eq!(big_view["endpoints_total"], 150);
+    assert_eq!(big_view["endpoints_available"], 150);
+    assert_eq!(
+        big_view["endpoint_states"],
+        serde_json::json!({ "active": 150 })
+    );
+    assert_eq!(big_view["endpoints"].as_array().map(Vec::len), Some(100));
+    assert_eq!(v["summary"]["endpoints"], 151);
+}

@@ -212,8 +212,8 @@ impl ClientBuilder<'_> {
     pub fn route(mut self, route: &RouteConfig) -> Self {
         self.timeout = route.timeout;
         self.max_stream_duration = route.max_stream_duration;
-        self.retry = route.retry.clone();
-        self.hedge = route.hedge.clone();
+        self.retry = route.retry.as_deref().cloned();
+        self.hedge = route.hedge.as_deref().cloned();
         self
     }
 

@@ -8,9 +8,18 @@
 //! reader derives rates and percentiles by subtracting two snapshots
 //! ([`LiveSnapshot::since`]). Nothing is ever reset, so any number of readers
 //! can window the same stats independently.
+//!
+//! A proxy may have 100,000 routes and a cluster 10,000 endpoints, most of
+//! them idle at any moment, so both halves are paid for by use: the latency
+//! histogram (1 KiB) is allocated on the first recorded request, and a
+//! snapshot keeps only the buckets between its first and last non-empty one
+//! (none for an idle route or endpoint).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -23,21 +32,12 @@ const SUBS: usize = 1 << SUB_BITS;
 pub const BUCKETS: usize = 128;
 
 /// Cumulative counters of one route or endpoint; see the module docs.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LiveStats {
     requests: AtomicU64,
     errors: AtomicU64,
-    buckets: [AtomicU64; BUCKETS],
-}
-
-impl Default for LiveStats {
-    fn default() -> Self {
-        Self {
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
+    /// Allocated by the first [`LiveStats::record`].
+    buckets: OnceLock<Box<[AtomicU64; BUCKETS]>>,
 }
 
 impl LiveStats {
@@ -50,7 +50,10 @@ impl LiveStats {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+        let buckets = self
+            .buckets
+            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an error found after the request was recorded: a gRPC call
@@ -61,15 +64,19 @@ impl LiveStats {
 
     /// The cumulative counts so far.
     pub fn snapshot(&self) -> LiveSnapshot {
-        LiveSnapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            buckets: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
-        }
+        let counts = self.buckets.get().map(|b| {
+            let mut counts = [0u64; BUCKETS];
+            for (count, bucket) in counts.iter_mut().zip(b.iter()) {
+                *count = bucket.load(Ordering::Relaxed);
+            }
+            counts
+        });
+        LiveSnapshot::trimmed(
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            counts.as_ref().map_or(&[][..], |c| &c[..]),
+            0,
+        )
     }
 }
 
@@ -79,24 +86,64 @@ pub struct LiveSnapshot {
     pub requests: u64,
     /// Responses with a 5xx status, including the proxy's own 502/503/504.
     pub errors: u64,
+    /// The bucket index of `buckets[0]`.
+    first: usize,
+    /// Counts of the buckets from `first` to the last non-empty one; empty
+    /// when no sample was recorded.
     buckets: Vec<u64>,
 }
 
 impl LiveSnapshot {
+    /// A snapshot of `counts` (bucket `first + i` at `i`) without the empty
+    /// buckets at either end.
+    fn trimmed(requests: u64, errors: u64, counts: &[u64], first: usize) -> Self {
+        let (buckets, first) = match counts.iter().position(|n| *n != 0) {
+            Some(lo) => {
+                let hi = counts.iter().rposition(|n| *n != 0).unwrap_or(lo);
+                (counts[lo..=hi].to_vec(), first + lo)
+            }
+            None => (Vec::new(), 0),
+        };
+        LiveSnapshot {
+            requests,
+            errors,
+            first,
+            buckets,
+        }
+    }
+
+    /// The count of bucket `index`.
+    fn bucket(&self, index: usize) -> u64 {
+        index
+            .checked_sub(self.first)
+            .and_then(|i| self.buckets.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// What happened between `earlier` and `self`. Saturating, so that a
     /// stats object replaced in between (an endpoint that left and came back)
     /// reads as an empty window rather than an underflow.
     pub fn since(&self, earlier: &LiveSnapshot) -> LiveSnapshot {
-        LiveSnapshot {
-            requests: self.requests.saturating_sub(earlier.requests),
-            errors: self.errors.saturating_sub(earlier.errors),
-            buckets: self
-                .buckets
-                .iter()
-                .enumerate()
-                .map(|(i, n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
-                .collect(),
-        }
+        // Counts only grow, so the window's buckets lie within `self`'s.
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.bucket(self.first + i)))
+            .collect();
+        LiveSnapshot::trimmed(
+            self.requests.saturating_sub(earlier.requests),
+            self.errors.saturating_sub(earlier.errors),
+            &counts,
+            self.first,
+        )
+    }
+
+    /// Whether nothing was recorded: an idle route or endpoint, which a
+    /// reader keeping history need not keep (it equals the default).
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.errors == 0 && self.buckets.is_empty()
     }
 
     /// The latency below which a fraction `q` (0..=1) of the samples fall,
@@ -113,7 +160,7 @@ impl LiveSnapshot {
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                let (lo, hi) = bucket_bounds(i);
+                let (lo, hi) = bucket_bounds(self.first + i);
                 return Some(Duration::from_nanos((lo + hi) * 500));
             }
         }
@@ -182,5 +229,31 @@ mod tests {
         assert!((88.0..=113.0).contains(&p99), "p99 {p99}");
         assert_eq!(LiveSnapshot::default().percentile(0.5), None);
         assert_eq!(before.since(&s.snapshot()).requests, 0);
+    }
+
+    #[test]
+    fn idle_stats_hold_no_histogram_and_snapshots_keep_only_used_buckets() {
+        let s = LiveStats::default();
+        assert!(s.buckets.get().is_none());
+        let idle = s.snapshot();
+        assert!(idle.is_empty());
+        assert_eq!(idle, LiveSnapshot::default());
+
+        s.record(200, Duration::from_millis(2));
+        s.record(200, Duration::from_millis(40));
+        let a = s.snapshot();
+        assert!(!a.is_empty());
+        assert_eq!(a.first, bucket_of(2_000));
+        assert_eq!(a.first + a.buckets.len() - 1, bucket_of(40_000));
+        // A window over only the later sample starts at its bucket.
+        s.record(200, Duration::from_millis(40));
+        let w = s.snapshot().since(&a);
+        assert_eq!(
+            (w.requests, w.first, w.buckets.as_slice()),
+            (1, bucket_of(40_000), &[1][..])
+        );
+        // The window from an idle start is everything; to itself, nothing.
+        assert_eq!(s.snapshot().since(&idle), s.snapshot());
+        assert!(s.snapshot().since(&s.snapshot()).is_empty());
     }
 }

@@ -38,7 +38,7 @@ pub use handles::{
 pub use labels::*;
 
 use crate::{live::LiveStats, process};
-use handles::UpdateStamp;
+use handles::{RouteFamilies, UpdateStamp};
 
 /// Latency buckets in seconds: from half a millisecond, where a proxy hop on
 /// a LAN lives, to ten seconds, beyond which requests are timing out anyway.
@@ -55,27 +55,26 @@ type F64Gauge = Gauge<f64, AtomicU64>;
 /// The live stats of one route, for the admin feed.
 #[derive(Clone, Debug)]
 pub struct RouteLive {
-    pub listener: String,
-    pub route: String,
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
     pub stats: Arc<LiveStats>,
 }
 
 /// Live stats of every route, in the order routes were built, and where
-/// each is in that list (a listener may have 100,000 routes: no scan).
+/// each is in that list by listener and route (a listener may have 100,000
+/// routes: no scan). The names are shared with the routes' handles.
 #[derive(Debug, Default)]
 struct RouteLives {
     ordered: Vec<RouteLive>,
-    at: HashMap<(String, String), usize>,
+    at: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
 }
 
 /// Every metric family Switchyard exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
-    requests: Family<RequestLabels, Counter>,
-    grpc_requests: Family<GrpcLabels, Counter>,
+    route_families: Arc<RouteFamilies>,
     faults: Family<FaultLabels, Counter>,
-    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     errors: Family<ErrorLabels, Counter>,
     connections_total: Family<ListenerLabels, Counter>,
     connections_active: Family<ListenerLabels, Gauge>,
@@ -118,45 +117,42 @@ impl Default for Metrics {
 impl Metrics {
     /// Handles for one route, resolved once when the route is built.
     pub fn route(&self, listener: &str, route: &str) -> RouteMetrics {
-        let by_class = StatusClass::ALL.map(|class| {
-            self.requests.get_or_create_owned(&RequestLabels {
-                listener: listener.to_owned(),
-                route: route.to_owned(),
-                class: class.as_str().to_owned(),
-            })
-        });
-        let duration = self.request_duration.get_or_create_owned(&RouteLabels {
-            listener: listener.to_owned(),
-            route: route.to_owned(),
-        });
         let mut lives = lock(&self.route_live);
         // A route built twice (a rebuilt router) keeps one set of live stats,
         // as it keeps one set of Prometheus series.
-        let key = (listener.to_owned(), route.to_owned());
-        let live = match lives.at.get(&key) {
-            Some(&i) => lives.ordered[i].stats.clone(),
+        let known = lives
+            .at
+            .get(listener)
+            .and_then(|routes| routes.get(route))
+            .map(|&i| lives.ordered[i].clone());
+        let live = match known {
+            Some(live) => live,
             None => {
-                let stats = Arc::new(LiveStats::default());
+                let listener = lives
+                    .at
+                    .get_key_value(listener)
+                    .map_or_else(|| Arc::from(listener), |(name, _)| name.clone());
+                let live = RouteLive {
+                    listener: listener.clone(),
+                    route: Arc::from(route),
+                    stats: Arc::new(LiveStats::default()),
+                };
                 let at = lives.ordered.len();
-                lives.ordered.push(RouteLive {
-                    listener: listener.to_owned(),
-                    route: route.to_owned(),
-                    stats: stats.clone(),
-                });
-                lives.at.insert(key, at);
-                stats
+                lives
+                    .at
+                    .entry(listener)
+                    .or_default()
+                    .insert(live.route.clone(), at);
+                lives.ordered.push(live.clone());
+                live
             }
         };
-        RouteMetrics {
-            by_class,
-            duration,
-            live,
-            grpc: Arc::new(handles::GrpcCodes::new(
-                self.grpc_requests.clone(),
-                listener,
-                route,
-            )),
-        }
+        RouteMetrics::new(
+            self.route_families.clone(),
+            live.listener,
+            live.route,
+            live.stats,
+        )
     }
 
     /// Live stats of every route, in the order routes were built.
@@ -404,6 +400,36 @@ mod tests {
         assert!(!text.contains("# UNIT"));
         assert!(text.contains("switchyard_request_duration_seconds_count"));
         assert_eq!(m.route_live()[0].stats.snapshot().requests, 1);
+    }
+
+    #[test]
+    fn a_route_exports_its_series_from_its_first_request_and_a_rebuilt_one_shares_them() {
+        let m = Metrics::new();
+        let idle = m.route("edge", "idle");
+        let busy = m.route("edge", "busy");
+        let text = m.render();
+        assert!(!text.contains("route=\"idle\""), "{text}");
+        assert!(!text.contains("route=\"busy\""), "{text}");
+        busy.record(503, std::time::Duration::from_millis(2));
+        // The same route built again (a reload) counts into the same series
+        // and the same live stats.
+        m.route("edge", "busy")
+            .record(200, std::time::Duration::from_millis(2));
+        let text = m.render();
+        for line in [
+            "switchyard_requests_total{listener=\"edge\",route=\"busy\",class=\"5xx\"} 1",
+            "switchyard_requests_total{listener=\"edge\",route=\"busy\",class=\"2xx\"} 1",
+            "switchyard_requests_total{listener=\"edge\",route=\"busy\",class=\"4xx\"} 0",
+            "switchyard_request_duration_seconds_count{listener=\"edge\",route=\"busy\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("route=\"idle\""), "{text}");
+        let lives = m.route_live();
+        assert_eq!(lives.len(), 2);
+        assert_eq!(lives[1].stats.snapshot().requests, 2);
+        assert!(lives[0].stats.snapshot().is_empty());
+        drop(idle);
     }
 
     #[test]

@@ -94,9 +94,9 @@ pub(super) fn route(
         timeout,
         max_stream_duration,
         upgrades,
-        retry,
-        hedge,
-        fault,
+        retry: retry.map(Box::new),
+        hedge: hedge.map(Box::new),
+        fault: fault.map(Box::new),
         identities: t
             .opt(ctx, "identities", |f, c| {
                 f.array_of(c, |item, c| item.non_empty_str(c).map(str::to_owned))

@@ -48,8 +48,9 @@ const HEDGE_BUDGET_TTL: Duration = Duration::from_secs(10);
 pub struct CallPolicy {
     timeout: Duration,
     max_stream_duration: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    hedge: Option<Hedge>,
+    // Boxed: most routes have neither, and a gateway may hold 100,000.
+    retry: Option<Box<RetryPolicy>>,
+    hedge: Option<Box<Hedge>>,
 }
 
 /// A hedging policy and its extra-load budget.
@@ -80,10 +81,12 @@ impl CallPolicy {
         Self {
             timeout,
             max_stream_duration,
-            retry,
-            hedge: hedge.map(|policy| Hedge {
-                budget: Budget::new(policy.max_extra_load, 0, HEDGE_BUDGET_TTL),
-                policy,
+            retry: retry.map(Box::new),
+            hedge: hedge.map(|policy| {
+                Box::new(Hedge {
+                    budget: Budget::new(policy.max_extra_load, 0, HEDGE_BUDGET_TTL),
+                    policy,
+                })
             }),
         }
     }
@@ -93,8 +96,8 @@ impl CallPolicy {
         Self::new(
             rc.timeout,
             rc.max_stream_duration,
-            rc.retry.clone(),
-            rc.hedge.clone(),
+            rc.retry.as_deref().cloned(),
+            rc.hedge.as_deref().cloned(),
         )
     }
 
@@ -110,11 +113,11 @@ impl CallPolicy {
     }
 
     pub fn retry(&self) -> Option<&RetryPolicy> {
-        self.retry.as_ref()
+        self.retry.as_deref()
     }
 
     pub fn hedge(&self) -> Option<&Hedge> {
-        self.hedge.as_ref()
+        self.hedge.as_deref()
     }
 }
 

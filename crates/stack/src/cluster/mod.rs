@@ -576,6 +576,7 @@ impl Cluster {
                     consecutive_failures: ep.health().consecutive_failures(),
                     connections_open: ep.pool().open_connections(),
                     connections_idle: ep.pool().idle_connections(),
+                    live: ep.stats().snapshot(),
                     tcp_connections: ep
                         .l4()
                         .filter(|_| self.uses(L4Protocol::Tcp))
@@ -713,6 +714,10 @@ pub struct EndpointSnapshot {
     pub consecutive_failures: u32,
     pub connections_open: usize,
     pub connections_idle: usize,
+    /// The endpoint's live statistics, for the admin feed's windows (not
+    /// part of `/clusters`).
+    #[serde(skip)]
+    pub live: switchyard_telemetry::live::LiveSnapshot,
     /// TCP connections proxied to the endpoint so far (clusters of tcp
     /// listeners only; each also counts once in `requests`).
     #[serde(skip_serializing_if = "Option::is_none")]

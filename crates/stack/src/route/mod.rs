@@ -31,7 +31,7 @@ pub struct Route {
     upgrades: Box<[String]>,
     /// Client certificate identities allowed; empty: anyone.
     identities: Box<[String]>,
-    faults: Option<Faults>,
+    faults: Option<Box<Faults>>,
     metrics: RouteMetrics,
 }
 
@@ -92,8 +92,11 @@ impl Router {
                     call: CallPolicy::of_route(rc),
                     upgrades: rc.upgrades.clone().into_boxed_slice(),
                     identities: rc.identities.clone().into_boxed_slice(),
-                    faults: rc.fault.clone().map(|policy| {
-                        Faults::new(policy, metrics.route_faults(listener, &rc.name))
+                    faults: rc.fault.as_deref().map(|policy| {
+                        Box::new(Faults::new(
+                            policy.clone(),
+                            metrics.route_faults(listener, &rc.name),
+                        ))
                     }),
                     metrics: metrics.route(listener, &rc.name),
                 })
@@ -150,7 +153,7 @@ impl Route {
 
     /// The faults this route injects, when it has a fault policy.
     pub fn faults(&self) -> Option<&Faults> {
-        self.faults.as_ref()
+        self.faults.as_deref()
     }
 
     pub fn metrics(&self) -> &RouteMetrics {

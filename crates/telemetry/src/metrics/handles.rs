@@ -16,74 +16,120 @@ use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
 };
 
-use super::labels::{
-    Decision, GRPC_CODES, GrpcLabels, StatusClass, grpc_code_name, grpc_is_server_error,
+use super::{
+    RouteLabels,
+    labels::{
+        Decision, GRPC_CODES, GrpcLabels, RequestLabels, StatusClass, grpc_code_name,
+        grpc_is_server_error,
+    },
 };
 use crate::live::LiveStats;
 
-/// Pre-resolved handles for one route.
-#[derive(Clone, Debug)]
-pub struct RouteMetrics {
-    pub(super) by_class: [Counter; 5],
-    pub(super) duration: Histogram,
-    /// Read by the admin feed for live rates and percentiles.
-    pub(super) live: Arc<LiveStats>,
-    pub(super) grpc: Arc<GrpcCodes>,
-}
-
-/// The gRPC status counters of one route, each series created on its
-/// first call so that routes without gRPC traffic export none.
+/// The families a route's series live in, shared by every route.
 #[derive(Debug)]
-pub(super) struct GrpcCodes {
-    family: Family<GrpcLabels, Counter>,
-    listener: String,
-    route: String,
-    codes: [OnceLock<Counter>; GRPC_CODES.len()],
+pub(super) struct RouteFamilies {
+    pub(super) requests: Family<RequestLabels, Counter>,
+    pub(super) duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub(super) grpc: Family<GrpcLabels, Counter>,
 }
 
-impl GrpcCodes {
-    pub(super) fn new(family: Family<GrpcLabels, Counter>, listener: &str, route: &str) -> Self {
-        Self {
-            family,
-            listener: listener.to_owned(),
-            route: route.to_owned(),
-            codes: std::array::from_fn(|_| OnceLock::new()),
-        }
-    }
+/// Handles for one route, resolved once when the route is built; cloning
+/// shares them.
+///
+/// A proxy may carry 100,000 routes of which few serve at any moment, so a
+/// route pays for its series by use: the request counters and the latency
+/// histogram are created in their families by its first request, each
+/// `grpc-status` series by its first call with that status, and the live
+/// statistics' histogram by its first recorded latency. Until then a route
+/// exports nothing and holds under 200 bytes here.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics(Arc<RouteSeries>);
 
-    fn inc(&self, code: u32) {
-        let name = grpc_code_name(code);
-        // `grpc_code_name` maps every code outside the table to `unknown`.
-        let index = GRPC_CODES.iter().position(|c| *c == name).unwrap_or(2);
-        self.codes[index]
-            .get_or_init(|| {
-                self.family.get_or_create_owned(&GrpcLabels {
-                    listener: self.listener.clone(),
-                    route: self.route.clone(),
-                    code: name.to_owned(),
-                })
-            })
-            .inc();
-    }
+#[derive(Debug)]
+struct RouteSeries {
+    families: Arc<RouteFamilies>,
+    listener: Arc<str>,
+    route: Arc<str>,
+    /// Read by the admin feed for live rates and percentiles.
+    live: Arc<LiveStats>,
+    requests: OnceLock<RequestSeries>,
+    grpc: OnceLock<Box<[OnceLock<Counter>; GRPC_CODES.len()]>>,
+}
+
+/// A route's request series, created together by its first request.
+#[derive(Debug)]
+struct RequestSeries {
+    by_class: [Counter; 5],
+    duration: Histogram,
 }
 
 impl RouteMetrics {
+    pub(super) fn new(
+        families: Arc<RouteFamilies>,
+        listener: Arc<str>,
+        route: Arc<str>,
+        live: Arc<LiveStats>,
+    ) -> Self {
+        Self(Arc::new(RouteSeries {
+            families,
+            listener,
+            route,
+            live,
+            requests: OnceLock::new(),
+            grpc: OnceLock::new(),
+        }))
+    }
+
     /// Records one answered request: the Prometheus counter and histogram,
     /// and the live stats of the dashboard (three relaxed additions).
     pub fn record(&self, status: u16, elapsed: Duration) {
-        self.by_class[StatusClass::of(status).index()].inc();
-        self.duration.observe(elapsed.as_secs_f64());
-        self.live.record(status, elapsed);
+        let route = &*self.0;
+        let series = route.requests.get_or_init(|| route.request_series());
+        series.by_class[StatusClass::of(status).index()].inc();
+        series.duration.observe(elapsed.as_secs_f64());
+        route.live.record(status, elapsed);
     }
 
     /// Records the `grpc-status` a gRPC call ended with (the call itself was
     /// counted by [`RouteMetrics::record`] when its head was sent); a
     /// server-side failure counts as an error in the live stats.
     pub fn record_grpc(&self, code: u32) {
-        self.grpc.inc(code);
+        let route = &*self.0;
+        let name = grpc_code_name(code);
+        // `grpc_code_name` maps every code outside the table to `unknown`.
+        let index = GRPC_CODES.iter().position(|c| *c == name).unwrap_or(2);
+        let codes = route
+            .grpc
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        codes[index]
+            .get_or_init(|| {
+                route.families.grpc.get_or_create_owned(&GrpcLabels {
+                    listener: route.listener.to_string(),
+                    route: route.route.to_string(),
+                    code: name.to_owned(),
+                })
+            })
+            .inc();
         if grpc_is_server_error(code) {
-            self.live.count_error();
+            route.live.count_error();
         }
+    }
+}
+
+impl RouteSeries {
+    fn request_series(&self) -> RequestSeries {
+        let by_class = StatusClass::ALL.map(|class| {
+            self.families.requests.get_or_create_owned(&RequestLabels {
+                listener: self.listener.to_string(),
+                route: self.route.to_string(),
+                class: class.as_str().to_owned(),
+            })
+        });
+        let duration = self.families.duration.get_or_create_owned(&RouteLabels {
+            listener: self.listener.to_string(),
+            route: self.route.to_string(),
+        });
+        RequestSeries { by_class, duration }
     }
 }
 

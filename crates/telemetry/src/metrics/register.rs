@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, atomic::AtomicI64},
+    sync::{Arc, Mutex, atomic::AtomicI64},
     time::Instant,
 };
 
@@ -13,7 +13,8 @@ use prometheus_client::{
 };
 
 use super::{
-    ConfigMetrics, F64Gauge, Metrics, RouteLabels, RouteLives, SpanMetrics, latency_histogram,
+    ConfigMetrics, F64Gauge, Metrics, RouteLabels, RouteLives, SpanMetrics, handles::RouteFamilies,
+    latency_histogram,
 };
 
 /// Registers `metric` and returns it, so that construction reads as one
@@ -257,10 +258,12 @@ impl Metrics {
         r.register("build_info", "Switchyard version", build_info);
         Self {
             registry: Mutex::new(registry),
-            requests,
-            grpc_requests,
+            route_families: Arc::new(RouteFamilies {
+                requests,
+                duration: request_duration,
+                grpc: grpc_requests,
+            }),
             faults,
-            request_duration,
             errors,
             connections_total,
             connections_active,
