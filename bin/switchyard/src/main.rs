@@ -433,6 +433,12 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// the cheapest setup for a sidecar pinned to one core); more use the
 /// work-stealing runtime.
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    // By default one worker per core the process may run on (its CPU
+    // affinity and cgroup quota, as `available_parallelism` reads them). With
+    // one core there is nothing to steal work from: the current-thread
+    // runtime serves the same load without the work-stealing scheduler's
+    // cross-thread wake-ups (see BENCHMARKS.md, "Runtime").
+    let workers = workers_for(workers, std::thread::available_parallelism().ok());
     let mut builder = match workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
@@ -447,6 +453,16 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .thread_name("switchyard")
         .build()
         .context("cannot start the runtime")
+}
+
+/// The worker threads to run: those configured, else one (the
+/// current-thread runtime) when one core is available, else `None`: the
+/// work-stealing runtime with one worker per available core.
+fn workers_for(
+    configured: Option<usize>,
+    available: Option<std::num::NonZeroUsize>,
+) -> Option<usize> {
+    configured.or_else(|| available.filter(|n| n.get() == 1).map(|_| 1))
 }
 
 /// How a reload reads the configuration file: parsed and validated like
@@ -572,4 +588,23 @@ fn shutdown_signal() -> (impl std::future::Future<Output = ()>, Hangups) {
         }
     };
     (shutdown, hangups)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::workers_for;
+
+    #[test]
+    fn one_available_core_runs_the_current_thread_runtime_by_default() {
+        let cores = |n| NonZeroUsize::new(n);
+        assert_eq!(workers_for(None, cores(1)), Some(1));
+        // More cores: the work-stealing runtime sizes itself.
+        assert_eq!(workers_for(None, cores(2)), None);
+        assert_eq!(workers_for(None, None), None);
+        // What is configured wins.
+        assert_eq!(workers_for(Some(4), cores(1)), Some(4));
+        assert_eq!(workers_for(Some(1), cores(8)), Some(1));
+    }
 }

@@ -338,7 +338,9 @@
           <tbody>${rows}</tbody>
         </table>
       </section>`;
-    }).join("");
+    }).join("") + (s.summary.clusters > s.clusters.length
+      ? `<p class="empty" data-field="clusters-hidden">${(s.summary.clusters - s.clusters.length).toLocaleString()} more clusters not shown: all their endpoints in rotation, and less busy than these</p>`
+      : "");
   }
 
   // ---- topology -----------------------------------------------------------

@@ -16,7 +16,8 @@ use std::{
 };
 
 use serde::Serialize;
-use switchyard_stack::cluster::ClusterSnapshot;
+use switchyard_config::ClusterConfig;
+use switchyard_stack::cluster::{ClusterSnapshot, EndpointSnapshot};
 use switchyard_telemetry::live::LiveSnapshot;
 
 use crate::{
@@ -37,6 +38,9 @@ pub(crate) const CHANGES_KEPT: usize = 50;
 /// busiest), with totals in [`Summary`] and per cluster.
 pub(crate) const FEED_ROUTES: usize = 100;
 pub(crate) const FEED_ENDPOINTS: usize = 100;
+/// Clusters likewise: beyond this many, those with an endpoint out of
+/// rotation first, then the busiest.
+pub(crate) const FEED_CLUSTERS: usize = 100;
 
 /// Each endpoint's state, by cluster and address.
 type States = HashMap<String, HashMap<SocketAddr, &'static str>>;
@@ -62,16 +66,21 @@ impl Sample {
         self.endpoints.get(cluster)?.get(&address)
     }
 
-    /// Drops what recorded nothing, before the sample joins the history.
+    /// Drops what recorded nothing, before the sample joins the history
+    /// (and the room it took: a map keeps its capacity when emptied).
     fn compact(&mut self) {
         for routes in self.routes.values_mut() {
             routes.retain(|_, s| !s.is_empty());
+            routes.shrink_to_fit();
         }
         self.routes.retain(|_, r| !r.is_empty());
+        self.routes.shrink_to_fit();
         for endpoints in self.endpoints.values_mut() {
             endpoints.retain(|_, e| !e.is_idle());
+            endpoints.shrink_to_fit();
         }
         self.endpoints.retain(|_, e| !e.is_empty());
+        self.endpoints.shrink_to_fit();
     }
 }
 
@@ -150,6 +159,8 @@ struct Summary {
     p99_ms: Option<f64>,
     routes: usize,
     routes_shown: usize,
+    clusters: usize,
+    clusters_shown: usize,
     endpoints: usize,
     endpoints_available: usize,
 }
@@ -307,20 +318,43 @@ impl Sampler {
                     (c.name.clone(), endpoints)
                 })
                 .collect(),
+            // Only the decisions made so far: most clusters of a large
+            // configuration have none.
             decisions: clusters
                 .iter()
-                .map(|c| (c.name.clone(), c.decisions.clone()))
+                .filter_map(|c| {
+                    let made: BTreeMap<&'static str, u64> = c
+                        .decisions
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(d, n)| (*d, *n))
+                        .collect();
+                    (!made.is_empty()).then(|| (c.name.clone(), made))
+                })
                 .collect(),
         };
         let base = self.history.front();
         let secs = base.map_or(0.0, |b| (now - b.at).as_secs_f64());
         let (routes, mut summary) = routes(&view, &sample, base, secs);
+        let configs: HashMap<&str, &ClusterConfig> = view
+            .config
+            .clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
         let clusters_view: Vec<ClusterView> = clusters
             .iter()
-            .map(|c| cluster_view(&view, c, base, secs))
+            .map(|c| cluster_view(&configs, c, base, secs))
             .collect();
         summary.endpoints = clusters_view.iter().map(|c| c.endpoints_total).sum();
         summary.endpoints_available = clusters_view.iter().map(|c| c.endpoints_available).sum();
+        summary.clusters = clusters_view.len();
+        let mut clusters_view = clusters_view;
+        keep_highest(&mut clusters_view, FEED_CLUSTERS, |c| {
+            let requests = c.endpoints.iter().map(|e| e.requests).sum();
+            (c.endpoints_available < c.endpoints_total, c.rps, requests)
+        });
+        summary.clusters_shown = clusters_view.len();
         let snapshot = FeedSnapshot {
             time_ms: unix_ms(),
             uptime_s: self.started.elapsed().as_secs_f64(),
@@ -510,24 +544,37 @@ fn routes(
     (views, summary)
 }
 
-fn cluster_view(view: &View, c: &ClusterSnapshot, base: Option<&Sample>, secs: f64) -> ClusterView {
-    let cfg = view.config.clusters.iter().find(|cc| cc.name == c.name);
+fn cluster_view(
+    configs: &HashMap<&str, &ClusterConfig>,
+    c: &ClusterSnapshot,
+    base: Option<&Sample>,
+    secs: f64,
+) -> ClusterView {
+    let cfg = configs.get(c.name.as_str());
     let per_sec = |delta: u64| if secs > 0.0 { delta as f64 / secs } else { 0.0 };
-    let decision_rates = match base.and_then(|b| b.decisions.get(&c.name)) {
-        Some(before) => c
-            .decisions
-            .iter()
-            .map(|(d, n)| (*d, n.saturating_sub(before.get(d).copied().unwrap_or(0))))
-            .filter(|(_, delta)| *delta > 0)
-            .map(|(d, delta)| (d, per_sec(delta)))
-            .collect(),
+    let decision_rates = match base {
+        // A cluster or decision missing from the base sample was at zero.
+        Some(b) => {
+            let before = b.decisions.get(&c.name);
+            c.decisions
+                .iter()
+                .map(|(d, n)| {
+                    let was = before.and_then(|m| m.get(d)).copied().unwrap_or(0);
+                    (*d, n.saturating_sub(was))
+                })
+                .filter(|(_, delta)| *delta > 0)
+                .map(|(d, delta)| (d, per_sec(delta)))
+                .collect()
+        }
         None => BTreeMap::new(),
     };
     // Only the HTTP path records endpoints' outcomes and latency;
     // connections and sessions have none.
     let recorded = matches!(c.protocol, "http1" | "http2");
     let idle = EndpointSample::default();
-    let endpoints: Vec<EndpointView> = c
+    // Every endpoint's window figures first (cheap); views are built only
+    // for those shown.
+    let mut figures: Vec<EndpointFigures<'_>> = c
         .endpoints
         .iter()
         .map(|e| {
@@ -553,35 +600,44 @@ fn cluster_view(view: &View, c: &ClusterSnapshot, base: Option<&Sample>, secs: f
                     per_sec(tx.saturating_sub(tx0)),
                 )
             });
-            EndpointView {
-                address: e.address,
-                state: e.state,
-                available: e.available,
-                weight: e.weight,
-                in_flight: e.in_flight,
-                requests: e.requests,
-                latency_ewma_ms: e.latency_ewma_ms,
-                ejections: e.ejections,
-                consecutive_failures: e.consecutive_failures,
-                connections_open: e.connections_open,
-                tcp_connections: e.tcp_connections,
-                udp_sessions: e.udp_sessions,
-                bytes_rx: e.bytes_rx,
-                bytes_tx: e.bytes_tx,
-                rx_bytes_per_s: byte_rates.map(|r| r.0),
-                tx_bytes_per_s: byte_rates.map(|r| r.1),
-                recorded,
-                rates,
-            }
+            (e, rates, byte_rates)
         })
         .collect();
-    let rps = endpoints.iter().map(|e| e.rates.rps).sum();
-    let endpoints_total = endpoints.len();
-    let endpoints_available = endpoints.iter().filter(|e| e.available).count();
+    let rps = figures.iter().map(|(_, r, _)| r.rps).sum();
+    let endpoints_total = figures.len();
+    let endpoints_available = c.endpoints.iter().filter(|e| e.available).count();
     let mut endpoint_states = BTreeMap::new();
-    for e in &endpoints {
+    for e in &c.endpoints {
         *endpoint_states.entry(e.state).or_insert(0) += 1;
     }
+    // At most FEED_ENDPOINTS: those not active first (what an operator
+    // looks for), then the busiest.
+    keep_highest(&mut figures, FEED_ENDPOINTS, |(e, rates, _)| {
+        (e.state != "active", rates.rps, e.requests)
+    });
+    let endpoints = figures
+        .into_iter()
+        .map(|(e, rates, byte_rates)| EndpointView {
+            address: e.address,
+            state: e.state,
+            available: e.available,
+            weight: e.weight,
+            in_flight: e.in_flight,
+            requests: e.requests,
+            latency_ewma_ms: e.latency_ewma_ms,
+            ejections: e.ejections,
+            consecutive_failures: e.consecutive_failures,
+            connections_open: e.connections_open,
+            tcp_connections: e.tcp_connections,
+            udp_sessions: e.udp_sessions,
+            bytes_rx: e.bytes_rx,
+            bytes_tx: e.bytes_tx,
+            rx_bytes_per_s: byte_rates.map(|r| r.0),
+            tx_bytes_per_s: byte_rates.map(|r| r.1),
+            recorded,
+            rates,
+        })
+        .collect();
     ClusterView {
         name: c.name.clone(),
         balance: c.balance,
@@ -598,18 +654,12 @@ fn cluster_view(view: &View, c: &ClusterSnapshot, base: Option<&Sample>, secs: f
         endpoints_total,
         endpoints_available,
         endpoint_states,
-        endpoints: shown_endpoints(endpoints),
+        endpoints,
     }
 }
 
-/// At most [`FEED_ENDPOINTS`] of a cluster's endpoints: those not active
-/// first (what an operator looks for), then the busiest.
-fn shown_endpoints(mut endpoints: Vec<EndpointView>) -> Vec<EndpointView> {
-    keep_highest(&mut endpoints, FEED_ENDPOINTS, |e| {
-        (e.state != "active", e.rates.rps, e.requests)
-    });
-    endpoints
-}
+/// An endpoint, its window rates and its byte rates (L4 clusters).
+type EndpointFigures<'a> = (&'a EndpointSnapshot, Rates, Option<(f64, f64)>);
 
 /// Keeps the `n` items that rank highest, in their order.
 fn keep_highest<T>(items: &mut Vec<T>, n: usize, rank: impl Fn(&T) -> (bool, f64, u64)) {

@@ -69,9 +69,11 @@ impl Default for AdminConfig {
 /// `[runtime]`: threads and lifecycle.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RuntimeConfig {
-    /// Worker threads. Default: `None`, meaning one per available core, since a
-    /// proxy is CPU-bound on the data path; `1` runs a single-threaded runtime,
-    /// the cheapest choice for a sidecar pinned to one core.
+    /// Worker threads. Default: `None`, meaning one per available core (the
+    /// process's CPU affinity and cgroup quota), since a proxy is CPU-bound
+    /// on the data path; `1`, and the default when one core is available,
+    /// runs a single-threaded runtime, the cheapest choice for a sidecar
+    /// pinned to one core.
     pub workers: Option<usize>,
     /// Default 20s: time in-flight requests get to finish after SIGTERM. It
     /// stays below Kubernetes' default termination grace period (30s) so that

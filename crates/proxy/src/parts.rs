@@ -39,7 +39,12 @@ use crate::{
 /// A cluster, its discovery and its background tasks.
 #[derive(Debug)]
 pub(crate) struct ClusterEntry {
-    pub config: ClusterConfig,
+    /// The generation that configures it and its place there, moved to each
+    /// new generation that keeps the cluster (so no old one is kept alive):
+    /// a sidecar may know thousands of clusters, whose configuration is not
+    /// copied.
+    generation: Arc<Config>,
+    index: usize,
     pub cluster: Arc<Cluster>,
     /// Stops when dropped.
     _discovery: Option<ClusterDiscovery>,
@@ -48,6 +53,10 @@ pub(crate) struct ClusterEntry {
 }
 
 impl ClusterEntry {
+    pub fn config(&self) -> &ClusterConfig {
+        &self.generation.clusters[self.index]
+    }
+
     /// Starts active health checks (for clusters that configure them) and
     /// the sweep that closes idle upstream connections, so that they do not
     /// hold file descriptors when traffic stops.
@@ -284,7 +293,7 @@ enum StagedListener {
 pub(crate) struct Staged {
     generation: Arc<Config>,
     /// In configuration order; `None` keeps the running cluster as it is.
-    clusters: Vec<(String, Option<ClusterEntry>)>,
+    clusters: Vec<(String, usize, Option<ClusterEntry>)>,
     listeners: Vec<StagedListener>,
     pub changes: ReloadChanges,
 }
@@ -311,18 +320,18 @@ pub(crate) async fn stage(
     let mut changes = ReloadChanges::default();
     let mut by_name = HashMap::with_capacity(config.clusters.len());
     let mut staged_clusters = Vec::with_capacity(config.clusters.len());
-    for cc in &config.clusters {
+    for (index, cc) in config.clusters.iter().enumerate() {
         let running = clusters.get(&cc.name);
-        if let Some(entry) = running.filter(|e| e.config == *cc) {
+        if let Some(entry) = running.filter(|e| e.config() == cc) {
             by_name.insert(cc.name.clone(), entry.cluster.clone());
-            staged_clusters.push((cc.name.clone(), None));
+            staged_clusters.push((cc.name.clone(), index, None));
             continue;
         }
         let mut cluster =
             Cluster::new(cc, metrics.clone()).map_err(|e| cluster_tls(&cc.name, e))?;
         match running {
             Some(entry) => {
-                if Cluster::connects_alike(&entry.config, cc) {
+                if Cluster::connects_alike(entry.config(), cc) {
                     cluster.adopt_endpoints(&entry.cluster);
                 }
                 changes.clusters_updated.push(cc.name.clone());
@@ -339,8 +348,10 @@ pub(crate) async fn stage(
         by_name.insert(cc.name.clone(), cluster.clone());
         staged_clusters.push((
             cc.name.clone(),
+            index,
             Some(ClusterEntry {
-                config: cc.clone(),
+                generation: config.clone(),
+                index,
                 cluster,
                 _discovery: started,
                 stop: None,
@@ -357,7 +368,7 @@ pub(crate) async fn stage(
     // bounded by one shared deadline. A rebuilt cluster that took over its
     // endpoints serves them meanwhile, so it is not waited for.
     let deadline = tokio::time::Instant::now() + options.initial_wait;
-    for (_, entry) in &staged_clusters {
+    for (_, _, entry) in &staged_clusters {
         let Some(entry) = entry else { continue };
         if let Some(d) = &entry._discovery
             && entry.cluster.endpoints().is_empty()
@@ -436,7 +447,7 @@ impl Staged {
         let clusters = self
             .clusters
             .into_iter()
-            .filter_map(|(name, entry)| entry.map(|e| (name, e)))
+            .filter_map(|(name, _, entry)| entry.map(|e| (name, e)))
             .collect();
         let listeners = self
             .listeners
@@ -462,14 +473,18 @@ impl Staged {
         retired: &mut JoinSet<bool>,
     ) {
         let mut previous = std::mem::take(clusters);
-        for (name, entry) in self.clusters {
+        for (name, index, entry) in self.clusters {
             let entry = match entry {
                 Some(mut entry) => {
                     entry.start();
                     entry
                 }
                 None => match previous.remove(&name) {
-                    Some(entry) => entry,
+                    Some(mut entry) => {
+                        entry.generation = self.generation.clone();
+                        entry.index = index;
+                        entry
+                    }
                     None => unreachable!("a kept cluster is running"),
                 },
             };

@@ -376,4 +376,6 @@ async fn the_feed_of_a_large_configuration_shows_what_serves_and_counts_the_rest
     );
     assert_eq!(big_view["endpoints"].as_array().map(Vec::len), Some(100));
     assert_eq!(v["summary"]["endpoints"], 151);
+    assert_eq!(v["summary"]["clusters"], 2);
+    assert_eq!(v["summary"]["clusters_shown"], 2);
 }

@@ -264,6 +264,11 @@ discovery = {{ registry = {{ url = "http://{dead_registry}", service = "api" }} 
     .await;
     let public = p.listener("public");
 
+    // One failed answer from `api`, which its route retries: decision
+    // series exist from a cluster's first decision.
+    api.set_mode(switchyard_test_support::Mode::Status(503));
+    let _ = client::get(public, "/api/retried").await;
+    api.set_mode(switchyard_test_support::Mode::Ok);
     for path in ["/api/a", "/api/b", "/static", "/", "/gone"] {
         let _ = client::get(public, path).await;
     }

@@ -200,14 +200,7 @@ impl Metrics {
 
     /// Decision counters of one cluster, resolved when the cluster is built.
     pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
-        ClusterMetrics {
-            decisions: Decision::ALL.map(|d| {
-                self.decisions.get_or_create_owned(&DecisionLabels {
-                    cluster: cluster.to_owned(),
-                    decision: d.as_str().to_owned(),
-                })
-            }),
-        }
+        ClusterMetrics::new(self.decisions.clone(), cluster)
     }
 
     /// Health-check result counters of one cluster, for its checker task.
@@ -430,6 +423,32 @@ mod tests {
         assert_eq!(lives[1].stats.snapshot().requests, 2);
         assert!(lives[0].stats.snapshot().is_empty());
         drop(idle);
+    }
+
+    #[test]
+    fn a_cluster_exports_a_decision_from_its_first_and_a_rebuilt_one_counts_on() {
+        let m = Metrics::new();
+        let c = m.cluster("api");
+        assert!(!m.render().contains("switchyard_cluster_decisions_total{"));
+        c.count(Decision::Retry);
+        c.count(Decision::Retry);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "switchyard_cluster_decisions_total{cluster=\"api\",decision=\"retry\"} 2"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("switchyard_cluster_decisions_total{").count(),
+            1
+        );
+        // The cluster rebuilt (a reload): the same series, counting on.
+        let rebuilt = m.cluster("api");
+        assert_eq!(rebuilt.get(Decision::Retry), 2);
+        rebuilt.count(Decision::Retry);
+        assert_eq!(c.get(Decision::Retry), 3);
+        assert_eq!(rebuilt.get(Decision::Hedge), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU8, Ordering},
     },
     time::Duration,
@@ -57,7 +57,10 @@ pub struct Cluster {
     retries: Arc<Limit>,
     outlier: Option<(OutlierSettings, u32)>,
     health: Option<HealthCheck>,
-    latency: LatencyWindow,
+    /// Recent latencies, for percentile hedging delays and returning
+    /// endpoints; allocated (2.5 KiB) by the first response, so a cluster
+    /// that never serves (a sidecar knows every service) pays nothing.
+    latency: OnceLock<Box<LatencyWindow>>,
     /// Every endpoint by address, so that an update keeps the `Arc` (and thus
     /// the load statistics, health and pooled connections) of endpoints that
     /// stay. Only touched by updates, never on the request path.
@@ -156,7 +159,7 @@ impl Cluster {
                 )
             }),
             health: config.health.clone(),
-            latency: LatencyWindow::new(LATENCY_PERIOD),
+            latency: OnceLock::new(),
             members: Mutex::new(HashMap::new()),
             l4: AtomicU8::new(0),
             proxy_protocol: config.proxy_protocol,
@@ -310,7 +313,7 @@ impl Cluster {
     /// The recent latency percentile, for hedging delays.
     pub fn latency_percentile(&self, p: f64) -> Option<Duration> {
         // Fewer than 20 samples say little about a tail.
-        self.latency.percentile(p, 20)
+        self.latency.get()?.percentile(p, 20)
     }
 
     /// Replaces the endpoint set. Endpoints that stay keep their state;
@@ -401,7 +404,9 @@ impl Cluster {
                 endpoint.load().observe(elapsed);
                 let failed = is_failure(&resp);
                 if !failed {
-                    self.latency.record(elapsed);
+                    self.latency
+                        .get_or_init(|| Box::new(LatencyWindow::new(LATENCY_PERIOD)))
+                        .record(elapsed);
                 }
                 endpoint
                     .stats()
@@ -517,7 +522,8 @@ impl Cluster {
     fn forget_penalty(&self, endpoint: &Endpoint) {
         let typical = self
             .latency
-            .percentile(50.0, 1)
+            .get()
+            .and_then(|l| l.percentile(50.0, 1))
             .unwrap_or(DEFAULT_RETURN_RTT);
         endpoint.load().reset(typical);
     }

@@ -19,8 +19,8 @@ use prometheus_client::metrics::{
 use super::{
     RouteLabels,
     labels::{
-        Decision, GRPC_CODES, GrpcLabels, RequestLabels, StatusClass, grpc_code_name,
-        grpc_is_server_error,
+        Decision, DecisionLabels, GRPC_CODES, GrpcLabels, RequestLabels, StatusClass,
+        grpc_code_name, grpc_is_server_error,
     },
 };
 use crate::live::LiveStats;
@@ -157,19 +157,54 @@ pub struct FaultCounters {
     pub delay: Counter,
 }
 
-/// Pre-resolved decision counters of one cluster.
+/// Decision counters of one cluster; cloning shares them. Each series is
+/// created by the first decision of its kind, so the many clusters of a
+/// large configuration that never retry, hedge or shed export (and hold)
+/// none.
 #[derive(Clone, Debug)]
-pub struct ClusterMetrics {
-    pub(super) decisions: [Counter; 12],
+pub struct ClusterMetrics(Arc<ClusterDecisions>);
+
+#[derive(Debug)]
+struct ClusterDecisions {
+    family: Family<DecisionLabels, Counter>,
+    cluster: Arc<str>,
+    counters: [OnceLock<Counter>; Decision::ALL.len()],
 }
 
 impl ClusterMetrics {
+    /// The counters of `cluster`, taking over the series it already has
+    /// (a cluster rebuilt by a reload goes on counting where it was).
+    pub(super) fn new(family: Family<DecisionLabels, Counter>, cluster: &str) -> Self {
+        let counters = Decision::ALL.map(|d| {
+            let known = OnceLock::new();
+            if let Some(counter) = family.get(&Self::labels(cluster, d)) {
+                let _ = known.set(counter.clone());
+            }
+            known
+        });
+        Self(Arc::new(ClusterDecisions {
+            family,
+            cluster: Arc::from(cluster),
+            counters,
+        }))
+    }
+
+    fn labels(cluster: &str, d: Decision) -> DecisionLabels {
+        DecisionLabels {
+            cluster: cluster.to_owned(),
+            decision: d.as_str().to_owned(),
+        }
+    }
+
     pub fn count(&self, d: Decision) {
-        self.decisions[d.index()].inc();
+        let c = &*self.0;
+        c.counters[d.index()]
+            .get_or_init(|| c.family.get_or_create_owned(&Self::labels(&c.cluster, d)))
+            .inc();
     }
 
     pub fn get(&self, d: Decision) -> u64 {
-        self.decisions[d.index()].get()
+        self.0.counters[d.index()].get().map_or(0, Counter::get)
     }
 
     /// Every decision with its count, for the admin API.
