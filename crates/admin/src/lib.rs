@@ -24,6 +24,7 @@
 mod auth;
 mod dashboard;
 mod feed;
+mod page;
 mod reload;
 mod routes;
 mod sample;
@@ -40,13 +41,13 @@ use std::{
 use arc_swap::ArcSwap;
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Query, State},
     http::{StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchyard_config::{AdminConfig, Config};
 use switchyard_stack::cluster::{Cluster, ClusterSnapshot};
 use switchyard_telemetry::Metrics;
@@ -315,13 +316,60 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 
 #[derive(Serialize)]
 struct ClustersBody {
-    clusters: Vec<ClusterSnapshot>,
+    /// Clusters in all (that match `name`), before the page.
+    total: usize,
+    clusters: Vec<ClusterPage>,
 }
 
-async fn clusters(State(state): State<Arc<AdminState>>) -> Json<ClustersBody> {
-    Json(ClustersBody {
-        clusters: state.view().clusters.iter().map(|c| c.snapshot()).collect(),
-    })
+#[derive(Serialize)]
+struct ClusterPage {
+    #[serde(flatten)]
+    snapshot: ClusterSnapshot,
+    /// Endpoints in all, before the page.
+    endpoints_total: usize,
+}
+
+/// `/clusters` parameters, all optional: one cluster by `name`; a page of
+/// the clusters (`offset`, `limit`) and of each one's endpoints
+/// (`endpoints_offset`, `endpoints_limit`).
+#[derive(Debug, Deserialize)]
+struct ClustersQuery {
+    name: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+    endpoints_offset: Option<usize>,
+    endpoints_limit: Option<usize>,
+}
+
+async fn clusters(
+    State(state): State<Arc<AdminState>>,
+    Query(q): Query<ClustersQuery>,
+) -> Response {
+    let view = state.view();
+    let matching: Vec<&Arc<Cluster>> = view
+        .clusters
+        .iter()
+        .filter(|c| q.name.as_deref().is_none_or(|n| c.name() == n))
+        .collect();
+    if let (Some(name), true) = (&q.name, matching.is_empty()) {
+        return (StatusCode::NOT_FOUND, format!("no cluster {name}\n")).into_response();
+    }
+    let total = matching.len();
+    let clusters = matching[page::range(total, q.offset, q.limit)]
+        .iter()
+        .map(|c| {
+            let mut snapshot = c.snapshot();
+            let endpoints_total = snapshot.endpoints.len();
+            let keep = page::range(endpoints_total, q.endpoints_offset, q.endpoints_limit);
+            snapshot.endpoints.truncate(keep.end);
+            snapshot.endpoints.drain(..keep.start);
+            ClusterPage {
+                snapshot,
+                endpoints_total,
+            }
+        })
+        .collect();
+    Json(ClustersBody { total, clusters }).into_response()
 }
 
 /// `/config`: the configuration's own keys, plus which generation it is.

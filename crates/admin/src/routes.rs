@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use axum::{
     Json,
-    extract::State,
+    extract::{Query, State},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchyard_config::{
     Destination, HedgeDelay, HedgePolicy, ListenerConfig, ListenerProtocol, RetryPolicy,
     RouteConfig, RouteMatch, format_duration,
@@ -23,6 +24,15 @@ pub(crate) struct RoutesBody<'a> {
     listeners: Vec<ListenerRoutes<'a>>,
 }
 
+/// `/routes` parameters, all optional: one listener by `listener`, and a
+/// page of each listener's routes (`offset`, `limit`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct RoutesQuery {
+    listener: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
 #[derive(Serialize)]
 struct ListenerRoutes<'a> {
     name: &'a str,
@@ -32,6 +42,8 @@ struct ListenerRoutes<'a> {
     /// The cluster of a tcp or udp listener, which has no routes.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<&'a str>,
+    /// Routes in all, before the page.
+    routes_total: usize,
     routes: Vec<RouteView<'a>>,
 }
 
@@ -97,14 +109,14 @@ fn hedge_summary(h: &HedgePolicy) -> String {
     )
 }
 
-fn listener_routes<'a>(view: &View, l: &'a ListenerConfig) -> ListenerRoutes<'a> {
+fn listener_routes<'a>(view: &View, l: &'a ListenerConfig, q: &RoutesQuery) -> ListenerRoutes<'a> {
     ListenerRoutes {
         name: &l.name,
         protocol: protocol_name(l.protocol),
         address: view.listener_addr(&l.name, l.listen).to_string(),
         cluster: l.cluster.as_deref(),
-        routes: l
-            .routes
+        routes_total: l.routes.len(),
+        routes: l.routes[crate::page::range(l.routes.len(), q.offset, q.limit)]
             .iter()
             .map(|r| RouteView {
                 name: &r.name,
@@ -121,15 +133,20 @@ fn listener_routes<'a>(view: &View, l: &'a ListenerConfig) -> ListenerRoutes<'a>
     }
 }
 
-pub(crate) async fn routes(State(state): State<Arc<AdminState>>) -> Response {
+pub(crate) async fn routes(
+    State(state): State<Arc<AdminState>>,
+    Query(q): Query<RoutesQuery>,
+) -> Response {
     let view = state.view();
-    let body = RoutesBody {
-        listeners: view
-            .config
-            .listeners
-            .iter()
-            .map(|l| listener_routes(&view, l))
-            .collect(),
-    };
-    Json(&body).into_response()
+    let listeners: Vec<ListenerRoutes<'_>> = view
+        .config
+        .listeners
+        .iter()
+        .filter(|l| q.listener.as_deref().is_none_or(|n| l.name == n))
+        .map(|l| listener_routes(&view, l, &q))
+        .collect();
+    if let (Some(name), true) = (&q.listener, listeners.is_empty()) {
+        return (StatusCode::NOT_FOUND, format!("no listener {name}\n")).into_response();
+    }
+    Json(&RoutesBody { listeners }).into_response()
 }

@@ -378,4 +378,62 @@ async fn the_feed_of_a_large_configuration_shows_what_serves_and_counts_the_rest
     assert_eq!(v["summary"]["endpoints"], 151);
     assert_eq!(v["summary"]["clusters"], 2);
     assert_eq!(v["summary"]["clusters_shown"], 2);
+
+    // The admin API pages what the feed summarises.
+    let r = get(
+        p.admin,
+        "/clusters?name=big&endpoints_offset=145&endpoints_limit=10",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let page = json(r.body());
+    assert_eq!(page["total"], 1);
+    let eps = &page["clusters"][0]["endpoints"];
+    assert_eq!(page["clusters"][0]["endpoints_total"], 150);
+    let addrs: Vec<&str> = eps
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "127.0.0.2:20145",
+            "127.0.0.2:20146",
+            "127.0.0.2:20147",
+            "127.0.0.2:20148",
+            "127.0.0.2:20149"
+        ]
+    );
+    let all = json(get(p.admin, "/clusters").await.body());
+    assert_eq!(all["total"], 2);
+    assert_eq!(
+        all["clusters"][1]["endpoints"].as_array().map(Vec::len),
+        Some(150)
+    );
+    let second = json(get(p.admin, "/clusters?offset=1&limit=5").await.body());
+    assert_eq!(second["clusters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(second["clusters"][0]["name"], "big");
+    assert_eq!(get(p.admin, "/clusters?name=nope").await.status(), 404);
+    assert_eq!(get(p.admin, "/clusters?limit=many").await.status(), 400);
+
+    let routes = json(
+        get(p.admin, "/routes?listener=public&offset=140&limit=20")
+            .await
+            .body(),
+    );
+    let public = &routes["listeners"][0];
+    assert_eq!(public["routes_total"], 150);
+    let names: Vec<&str> = public["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        (140..150).map(|i| format!("r{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(get(p.admin, "/routes?listener=nope").await.status(), 404);
 }
