@@ -291,7 +291,14 @@ impl Sampler {
         let view = state.view();
         let clusters: Vec<ClusterSnapshot> = view.clusters.iter().map(|c| c.snapshot()).collect();
         let mut route_stats: HashMap<Arc<str>, HashMap<Arc<str>, LiveSnapshot>> = HashMap::new();
-        for r in state.metrics.route_live() {
+        // A large configuration shows only routes that have served: read
+        // just those, not every idle route every second.
+        let lives = if state.metrics.route_count() > FEED_ROUTES {
+            state.metrics.served_route_live()
+        } else {
+            state.metrics.route_live()
+        };
+        for r in lives {
             route_stats
                 .entry(r.listener)
                 .or_default()
@@ -496,7 +503,7 @@ fn routes(
         }
     }
     let mut summary = Summary {
-        routes: all.len(),
+        routes: view.config.listeners.iter().map(|l| l.routes.len()).sum(),
         ..Summary::default()
     };
     let mut errors = 0.0;
@@ -508,27 +515,12 @@ fn routes(
         }
     }
     summary.error_rate = (summary.rps > 0.0).then(|| errors / summary.rps);
-    if all.len() > FEED_ROUTES {
+    if summary.routes > FEED_ROUTES {
         all.retain(|(_, _, requests, _)| *requests > 0);
-        if all.len() > FEED_ROUTES {
-            // The busiest in the window, then in all; shown in config order.
-            let mut ranked: Vec<usize> = (0..all.len()).collect();
-            ranked.sort_by(|&a, &b| {
-                let key = |i: usize| (all[i].3.rps, all[i].2);
-                key(b)
-                    .partial_cmp(&key(a))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            let mut keep = vec![false; all.len()];
-            for &i in &ranked[..FEED_ROUTES] {
-                keep[i] = true;
-            }
-            let mut i = 0;
-            all.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-        }
+        // The busiest in the window, then in all.
+        keep_highest(&mut all, FEED_ROUTES, |(_, _, requests, rates)| {
+            (false, rates.rps, *requests)
+        });
     }
     summary.routes_shown = all.len();
     let views = all

@@ -64,9 +64,27 @@ pub struct RouteLive {
 /// each is in that list by listener and route (a listener may have 100,000
 /// routes: no scan). The names are shared with the routes' handles.
 #[derive(Debug, Default)]
-struct RouteLives {
+pub(crate) struct RouteLives {
     ordered: Vec<RouteLive>,
     at: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+    /// Places in `ordered` of the routes that have served, in the order
+    /// they first did, so that the admin feed reads those and not 100,000
+    /// idle ones every second.
+    served: Vec<usize>,
+    /// Whether each route is in `served` (a rebuilt route is not listed twice).
+    listed: Vec<bool>,
+}
+
+impl RouteLives {
+    /// Route `index` served a request.
+    pub(crate) fn served(&mut self, index: usize) {
+        if let Some(listed) = self.listed.get_mut(index)
+            && !*listed
+        {
+            *listed = true;
+            self.served.push(index);
+        }
+    }
 }
 
 /// Every metric family Switchyard exports.
@@ -104,7 +122,7 @@ pub struct Metrics {
     /// Origin of discovery update stamps.
     epoch: Instant,
     discovery_stamps: Mutex<Vec<(String, Arc<UpdateStamp>)>>,
-    route_live: Mutex<RouteLives>,
+    route_live: Arc<Mutex<RouteLives>>,
     endpoint_live: Mutex<HashMap<(String, String), Arc<LiveStats>>>,
 }
 
@@ -124,8 +142,8 @@ impl Metrics {
             .at
             .get(listener)
             .and_then(|routes| routes.get(route))
-            .map(|&i| lives.ordered[i].clone());
-        let live = match known {
+            .map(|&i| (i, lives.ordered[i].clone()));
+        let (index, live) = match known {
             Some(live) => live,
             None => {
                 let listener = lives
@@ -144,11 +162,14 @@ impl Metrics {
                     .or_default()
                     .insert(live.route.clone(), at);
                 lives.ordered.push(live.clone());
-                live
+                lives.listed.push(false);
+                (at, live)
             }
         };
+        drop(lives);
         RouteMetrics::new(
             self.route_families.clone(),
+            (self.route_live.clone(), index),
             live.listener,
             live.route,
             live.stats,
@@ -158,6 +179,22 @@ impl Metrics {
     /// Live stats of every route, in the order routes were built.
     pub fn route_live(&self) -> Vec<RouteLive> {
         lock(&self.route_live).ordered.clone()
+    }
+
+    /// The live stats of the routes that have served a request, in the
+    /// order they first did.
+    pub fn served_route_live(&self) -> Vec<RouteLive> {
+        let lives = lock(&self.route_live);
+        lives
+            .served
+            .iter()
+            .map(|&i| lives.ordered[i].clone())
+            .collect()
+    }
+
+    /// How many routes were built (each counted once).
+    pub fn route_count(&self) -> usize {
+        lock(&self.route_live).ordered.len()
     }
 
     /// Counters of the faults a route injects; only routes with a fault
@@ -422,6 +459,11 @@ mod tests {
         assert_eq!(lives.len(), 2);
         assert_eq!(lives[1].stats.snapshot().requests, 2);
         assert!(lives[0].stats.snapshot().is_empty());
+        // The feed reads only what served, each route once.
+        let served = m.served_route_live();
+        assert_eq!(served.len(), 1);
+        assert_eq!(&*served[0].route, "busy");
+        assert_eq!(m.route_count(), 2);
         drop(idle);
     }
 

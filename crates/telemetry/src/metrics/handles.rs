@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -17,7 +17,7 @@ use prometheus_client::metrics::{
 };
 
 use super::{
-    RouteLabels,
+    RouteLabels, RouteLives,
     labels::{
         Decision, DecisionLabels, GRPC_CODES, GrpcLabels, RequestLabels, StatusClass,
         grpc_code_name, grpc_is_server_error,
@@ -48,6 +48,9 @@ pub struct RouteMetrics(Arc<RouteSeries>);
 #[derive(Debug)]
 struct RouteSeries {
     families: Arc<RouteFamilies>,
+    /// Where the route is listed for the admin feed, told on its first
+    /// request.
+    lives: (Arc<Mutex<RouteLives>>, usize),
     listener: Arc<str>,
     route: Arc<str>,
     /// Read by the admin feed for live rates and percentiles.
@@ -66,12 +69,14 @@ struct RequestSeries {
 impl RouteMetrics {
     pub(super) fn new(
         families: Arc<RouteFamilies>,
+        lives: (Arc<Mutex<RouteLives>>, usize),
         listener: Arc<str>,
         route: Arc<str>,
         live: Arc<LiveStats>,
     ) -> Self {
         Self(Arc::new(RouteSeries {
             families,
+            lives,
             listener,
             route,
             live,
@@ -118,6 +123,11 @@ impl RouteMetrics {
 
 impl RouteSeries {
     fn request_series(&self) -> RequestSeries {
+        let (lives, index) = &self.lives;
+        lives
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .served(*index);
         let by_class = StatusClass::ALL.map(|class| {
             self.families.requests.get_or_create_owned(&RequestLabels {
                 listener: self.listener.to_string(),

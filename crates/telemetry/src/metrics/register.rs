@@ -289,7 +289,7 @@ impl Metrics {
             process_cpu,
             epoch: Instant::now(),
             discovery_stamps: Mutex::new(Vec::new()),
-            route_live: Mutex::new(RouteLives::default()),
+            route_live: Arc::new(Mutex::new(RouteLives::default())),
             endpoint_live: Mutex::new(HashMap::new()),
         }
     }
