@@ -293,7 +293,8 @@ impl Sampler {
         let mut route_stats: HashMap<Arc<str>, HashMap<Arc<str>, LiveSnapshot>> = HashMap::new();
         // A large configuration shows only routes that have served: read
         // just those, not every idle route every second.
-        let lives = if state.metrics.route_count() > FEED_ROUTES {
+        let configured: usize = view.config.listeners.iter().map(|l| l.routes.len()).sum();
+        let lives = if configured > FEED_ROUTES {
             state.metrics.served_route_live()
         } else {
             state.metrics.route_live()

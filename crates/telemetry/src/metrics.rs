@@ -192,11 +192,6 @@ impl Metrics {
             .collect()
     }
 
-    /// How many routes were built (each counted once).
-    pub fn route_count(&self) -> usize {
-        lock(&self.route_live).ordered.len()
-    }
-
     /// Counters of the faults a route injects; only routes with a fault
     /// policy ask, so only they export the series.
     pub fn route_faults(&self, listener: &str, route: &str) -> FaultCounters {
@@ -463,7 +458,6 @@ mod tests {
         let served = m.served_route_live();
         assert_eq!(served.len(), 1);
         assert_eq!(&*served[0].route, "busy");
-        assert_eq!(m.route_count(), 2);
         drop(idle);
     }
 
