@@ -192,3 +192,47 @@ async fn removed_endpoints_get_no_new_requests() {
     assert_eq!(a.requests(), 5);
     assert_eq!(b.requests(), 15);
 }
+
+#[tokio::test]
+async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reach_the_others() {
+    // Three endpoints, places for two connections: the third request finds
+    // both places held by idle connections to the other two endpoints.
+    let b: Vec<Backend> = futures_util::future::join_all(
+        ["c1", "c2", "c3"].map(|n| Backend::start(BackendConfig::new(n))),
+    )
+    .await;
+    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr()).collect();
+    let toml = listener("public", "api", "")
+        + &cluster(
+            "api",
+            &addrs,
+            "balance = \"round-robin\"\nlimits = { max_connections = 2 }",
+        );
+    let p = TestProxy::start(&toml).await;
+    let api = p.cluster("api");
+    let mut tx = http1_connect::<Full<Bytes>>(p.addr).await.unwrap();
+    for i in 0..9 {
+        tx.ready().await.expect("proxy keeps the connection open");
+        let mut req = request(Method::GET, "/", Bytes::new());
+        req.headers_mut().insert("host", "svc".parse().unwrap());
+        let resp = tokio::time::timeout(Duration::from_secs(3), tx.send_request(req))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} waited for a place held by an idle connection"))
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        let open: usize = api
+            .endpoints()
+            .iter()
+            .map(|e| e.pool().open_connections())
+            .sum();
+        assert!(open <= 2, "request {i}: {open} connections open, limit 2");
+    }
+    assert_eq!(
+        [b[0].requests(), b[1].requests(), b[2].requests()],
+        [3, 3, 3]
+    );
+    // Each request after the first two closed an idle connection to make
+    // room for its own.
+    assert_eq!(b.iter().map(|b| b.connections()).sum::<u64>(), 9);
+}

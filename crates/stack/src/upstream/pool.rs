@@ -5,8 +5,8 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -54,6 +54,9 @@ pub struct PoolSettings {
     /// Woken whenever a connection becomes idle or closes, for pending
     /// requests.
     pub released: Arc<Notify>,
+    /// The cluster's pools that hold idle HTTP/1.1 connections, for a
+    /// request at `max_connections` to reclaim a place from.
+    idle_pools: Arc<IdlePools>,
     /// TLS to the endpoints, when the cluster has `tls`.
     pub tls: Option<UpstreamTls>,
     /// The PROXY protocol header each connection starts with, when the
@@ -79,6 +82,7 @@ impl PoolSettings {
             connections: Limit::new(max_connections),
             pending: Limit::new(max_pending),
             released: Arc::new(Notify::new()),
+            idle_pools: Arc::default(),
             tls: None,
             proxy_protocol: None,
         }
@@ -104,6 +108,8 @@ struct Inner {
     h2_connecting: tokio::sync::Mutex<()>,
     /// Connections currently open to this endpoint.
     open: Arc<AtomicUsize>,
+    /// Whether this pool is in the cluster's `IdlePools` queue.
+    queued: AtomicBool,
 }
 
 struct Idle {
@@ -131,6 +137,7 @@ impl Pool {
                 h2: Mutex::new(None),
                 h2_connecting: tokio::sync::Mutex::new(()),
                 open: Arc::new(AtomicUsize::new(0)),
+                queued: AtomicBool::new(false),
             }),
         }
     }
@@ -259,6 +266,12 @@ impl Pool {
             if self.inner.lock_idle().is_empty()
                 && settings.connections.current() >= settings.connections.max()
             {
+                // Idle connections to other endpoints may be what holds the
+                // places: a cluster with more endpoints than
+                // `max_connections` would otherwise wait for an idle timeout.
+                // Closing the oldest one frees its place once its task ends,
+                // which wakes this request (or another waiting one).
+                settings.idle_pools.reclaim();
                 released.await;
             }
         }
@@ -417,6 +430,12 @@ impl Pool {
     }
 }
 
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner").field("addr", &self.addr).finish()
+    }
+}
+
 impl Inner {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         // The lock guards plain data and no code panics while holding it, so
@@ -452,6 +471,67 @@ impl Inner {
         if guard.as_ref().is_some_and(|tx| tx.is_closed()) {
             *guard = None;
         }
+    }
+}
+
+/// The pools of one cluster that have had idle HTTP/1.1 connections, in the
+/// order they first had one since they were last found empty: the front is
+/// the one whose idle connections have waited longest. Each pool is in it
+/// at most once (its `queued` flag), and entries of dropped pools (removed
+/// endpoints) are pruned as the queue grows, so it is bounded by the pools
+/// alive.
+#[derive(Debug, Default)]
+struct IdlePools {
+    queue: Mutex<IdleQueue>,
+}
+
+#[derive(Debug, Default)]
+struct IdleQueue {
+    pools: VecDeque<Weak<Inner>>,
+    /// The length at which dropped pools are pruned next.
+    prune_at: usize,
+}
+
+impl IdlePools {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, pool: Weak<Inner>) {
+        let mut q = self.lock();
+        q.pools.push_back(pool);
+        if q.pools.len() > q.prune_at {
+            q.pools.retain(|p| p.strong_count() > 0);
+            q.prune_at = (2 * q.pools.len()).max(64);
+        }
+    }
+
+    /// Closes the oldest idle connection of the pool that has waited
+    /// longest; returns whether there was one.
+    fn reclaim(&self) -> bool {
+        let closed = {
+            let mut q = self.lock();
+            let mut closed = None;
+            while let Some(weak) = q.pools.pop_front() {
+                let Some(pool) = weak.upgrade() else { continue };
+                // Cleared before the look, so that a connection put back
+                // meanwhile queues the pool again.
+                pool.queued.store(false, Ordering::Release);
+                let mut idle = pool.lock_idle();
+                let Some(oldest) = idle.pop_front() else {
+                    continue;
+                };
+                if !idle.is_empty() && !pool.queued.swap(true, Ordering::AcqRel) {
+                    q.pools.push_back(weak);
+                }
+                closed = Some(oldest);
+                break;
+            }
+            closed
+        };
+        // Dropped outside the locks: the connection's task sees its last
+        // sender gone, closes the socket and frees its place.
+        closed.is_some()
     }
 }
 
@@ -493,6 +573,16 @@ impl Checkin {
                     since: Instant::now(),
                 });
             }
+        }
+        // A pool enters the queue once and stays until a reclaim finds it
+        // empty: one relaxed load per request otherwise.
+        if !self.pool.queued.load(Ordering::Relaxed)
+            && !self.pool.queued.swap(true, Ordering::AcqRel)
+        {
+            self.pool
+                .settings
+                .idle_pools
+                .push(Arc::downgrade(&self.pool));
         }
         self.pool.settings.released.notify_one();
     }
