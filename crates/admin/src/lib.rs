@@ -358,11 +358,8 @@ async fn clusters(
     let clusters = matching[page::range(total, q.offset, q.limit)]
         .iter()
         .map(|c| {
-            let mut snapshot = c.snapshot();
-            let endpoints_total = snapshot.endpoints.len();
-            let keep = page::range(endpoints_total, q.endpoints_offset, q.endpoints_limit);
-            snapshot.endpoints.truncate(keep.end);
-            snapshot.endpoints.drain(..keep.start);
+            let (snapshot, endpoints_total) =
+                c.snapshot_range(|all| page::range(all, q.endpoints_offset, q.endpoints_limit));
             ClusterPage {
                 snapshot,
                 endpoints_total,

@@ -31,6 +31,15 @@ struct Builder {
     skip: u64,
 }
 
+/// The next slot of a permutation: `(next + skip) % m` for `next, skip <
+/// m`, without the division. A table fills in about `m ln m` probes
+/// (720,000 for the default size), so a 64-bit division each was most of
+/// the time of a rebuild.
+fn step(next: u64, skip: u64, m: u64) -> u64 {
+    let n = next + skip;
+    if n >= m { n - m } else { n }
+}
+
 impl Maglev {
     /// `nodes` yields `(endpoint index, addr, weight >= 1)`; `size` is prime.
     pub(crate) fn build(nodes: &[(u32, SocketAddr, u64)], size: usize) -> Self {
@@ -62,10 +71,10 @@ impl Maglev {
                 // Terminates: the permutation covers every slot and at least
                 // one is still empty.
                 while table[b.next as usize] != EMPTY {
-                    b.next = (b.next + b.skip) % m;
+                    b.next = step(b.next, b.skip, m);
                 }
                 table[b.next as usize] = b.index;
-                b.next = (b.next + b.skip) % m;
+                b.next = step(b.next, b.skip, m);
                 filled += 1;
                 if filled == size {
                     break 'fill;

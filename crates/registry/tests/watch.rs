@@ -143,3 +143,79 @@ async fn registration_client_reports_a_refusal() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn registry_source_takes_a_burst_of_changes_in_few_answers_and_a_lone_one_at_once() {
+    use switchyard_discovery::Source;
+    use tokio::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = free_addr();
+    let r = TestRegistry::embedded(dir.path(), addr).await;
+    register(addr, "api", "a0", "127.0.0.1:9000", None).await;
+    // A settle far above the registry's write time, so that what is timed
+    // is the settle and not the machine.
+    let settle = Duration::from_secs(1);
+    let mut source = RegistrySource::new(&r.url(), "api")
+        .unwrap()
+        .wait(Duration::from_secs(30))
+        .settle(settle);
+    assert_eq!(source.next().await.unwrap().len(), 1);
+
+    // A lone change, the settle long past: the query was already waiting
+    // and answers as soon as the change is made.
+    tokio::time::sleep(settle + Duration::from_millis(200)).await;
+    let watch = tokio::spawn(async move {
+        let set = source.next().await.unwrap();
+        (source, set, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    register(addr, "api", "a1", "127.0.0.1:9001", None).await;
+    let registered = Instant::now();
+    let (mut source, set, answered) = watch.await.unwrap();
+    assert_eq!(set.len(), 2);
+    assert!(
+        answered.saturating_duration_since(registered) < settle / 2,
+        "a lone change waited {:?}",
+        answered.saturating_duration_since(registered)
+    );
+
+    // A burst right after that answer: 20 registrations, the first one
+    // inside the settle. They come in at most a few answers, not 20.
+    let burst = tokio::spawn(async move {
+        for i in 2..22u16 {
+            register(
+                addr,
+                "api",
+                &format!("a{i}"),
+                &format!("127.0.0.1:{}", 9000 + i),
+                None,
+            )
+            .await;
+        }
+        Instant::now()
+    });
+    let mut answers = 0;
+    let mut first = None;
+    loop {
+        let set = source.next().await.unwrap();
+        answers += 1;
+        first.get_or_insert_with(Instant::now);
+        if set.len() == 22 {
+            break;
+        }
+    }
+    let burst_done = burst.await.unwrap();
+    let first = first.unwrap();
+    assert!(
+        first.duration_since(answered) >= settle - Duration::from_millis(50),
+        "the first answer after one came {:?} later, inside the settle",
+        first.duration_since(answered)
+    );
+    // One answer per settle while the burst lasts, and one for its end.
+    let bound = 2 + (burst_done.duration_since(answered).as_millis() / settle.as_millis()) as usize;
+    assert!(
+        answers <= bound,
+        "{answers} answers for a burst of 20 (bound {bound})"
+    );
+}

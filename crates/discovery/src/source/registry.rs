@@ -14,6 +14,13 @@
 //! the instances that changed since the index passed, or the whole list when
 //! it no longer has the one the changes would apply to. The source keeps the
 //! list it was last told and applies the changes to it.
+//!
+//! A blocking query is sent no sooner than [`DEFAULT_SETTLE`] after the
+//! previous answer. A lone change is answered as soon as it happens (the
+//! query is already waiting); a burst of changes (a deployment rolling, a
+//! tenth of a 10,000-instance service replaced each second) reaches the
+//! cluster as a few sets instead of one per registry commit, and each set
+//! costs the cluster a pass over all its endpoints.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -41,6 +48,10 @@ pub struct RegistrySource {
     /// Ask for deltas; off after a registry refused the parameter (one that
     /// predates it).
     delta: bool,
+    /// The least time from an answer to the next blocking query.
+    settle: Duration,
+    /// When the last answer came.
+    answered: Option<tokio::time::Instant>,
 }
 
 /// Default wait of a blocking query: long enough that an idle watch costs
@@ -51,6 +62,10 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// Grace on top of the wait for the registry's jitter (up to wait/16) and
 /// the network.
 const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+/// Default least time between an answer and the next blocking query: what
+/// a change in a burst may wait, so that the burst arrives in few sets.
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(50);
 
 impl RegistrySource {
     /// Watches `service` at the registry `url` (`http://host:port`).
@@ -73,12 +88,21 @@ impl RegistrySource {
             resync: true,
             instances: BTreeMap::new(),
             delta: true,
+            settle: DEFAULT_SETTLE,
+            answered: None,
         })
     }
 
     /// Sets how long each blocking query may be held (default 30s).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets the least time between an answer and the next blocking query
+    /// (default 50 ms; zero asks again at once).
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
         self
     }
 
@@ -107,6 +131,9 @@ impl Source for RegistrySource {
 impl RegistrySource {
     async fn query(&mut self) -> Result<Vec<Discovered>, SourceError> {
         let blocking = !self.resync && self.index != 0;
+        if let (true, Some(answered)) = (blocking, self.answered) {
+            tokio::time::sleep_until(answered + self.settle).await;
+        }
         let asked_delta = blocking && self.delta;
         let path = if blocking {
             format!(
@@ -137,6 +164,7 @@ impl RegistrySource {
                 message,
             });
         }
+        self.answered = Some(tokio::time::Instant::now());
         let answer: ServiceAnswer =
             serde_json::from_slice(&resp.body).map_err(SourceError::Decode)?;
         let index = match answer {

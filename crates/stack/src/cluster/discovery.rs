@@ -164,7 +164,20 @@ pub fn start(
         // Ends when the source task ends (the discovery was dropped).
         while rx.changed().await.is_ok() {
             let set = rx.borrow_and_update().clone();
-            cluster.update(&specs(&set));
+            let specs = specs(&set);
+            if specs.len() < APPLY_OFF_RUNTIME {
+                cluster.update(&specs);
+            } else {
+                // Applying a set of thousands of endpoints (and building its
+                // ring-hash or Maglev table) takes milliseconds: on a
+                // blocking thread, the runtime's workers (one, in a
+                // one-core sidecar) go on serving requests meanwhile. Sets
+                // that arrive during it are coalesced by the watch channel.
+                let cluster = cluster.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || cluster.update(&specs)).await {
+                    warn!(error = %e, "applying an endpoint set failed");
+                }
+            }
             metrics.updated();
         }
     });
@@ -174,6 +187,9 @@ pub fn start(
         applier,
     }))
 }
+
+/// Endpoint sets at least this large are applied on a blocking thread.
+const APPLY_OFF_RUNTIME: usize = 1024;
 
 /// Counts what the applier never sees: sets equal to the applied one (the
 /// driver does not republish them, yet they are fresh news that the set

@@ -8,7 +8,6 @@ mod endpoint;
 pub mod health;
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock, PoisonError,
@@ -30,6 +29,17 @@ use switchyard_policy::{
 use switchyard_telemetry::{ClusterMetrics, Decision, Metrics};
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// One endpoint of the set, with what an update compares inline, so that
+/// merging a set of 10,000 into the members reads two arrays in order
+/// instead of every endpoint's memory (see `Cluster::members`).
+#[derive(Clone, Debug)]
+struct Member {
+    addr: SocketAddr,
+    /// As the endpoint has it: at least 1.
+    weight: u32,
+    ep: Arc<Endpoint>,
+}
 
 pub use endpoint::{Endpoint, L4Stats};
 
@@ -63,8 +73,13 @@ pub struct Cluster {
     latency: OnceLock<Box<LatencyWindow>>,
     /// Every endpoint by address, so that an update keeps the `Arc` (and thus
     /// the load statistics, health and pooled connections) of endpoints that
-    /// stay. Only touched by updates, never on the request path.
-    members: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    /// stay: sorted by address, without duplicates or draining endpoints.
+    /// Only touched by updates, never on the request path. Sorted rather
+    /// than hashed because discovery sets come sorted: an update is one
+    /// merge of two ordered lists, where hash lookups of 10,000 addresses
+    /// (three per endpoint) were most of the cost of a large cluster's
+    /// update.
+    members: Mutex<Vec<Member>>,
     /// The [`L4Protocol`] bits of the tcp/udp listeners using the cluster;
     /// 0 for a cluster only HTTP routes use.
     l4: AtomicU8,
@@ -160,7 +175,7 @@ impl Cluster {
             }),
             health: config.health.clone(),
             latency: OnceLock::new(),
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::default(),
             l4: AtomicU8::new(0),
             proxy_protocol: config.proxy_protocol,
         })
@@ -229,8 +244,8 @@ impl Cluster {
         // taking the lock, so an update racing with this sees one or the
         // other.
         let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        for ep in members.values() {
-            self.attach_l4(ep);
+        for m in members.iter() {
+            self.attach_l4(&m.ep);
         }
     }
 
@@ -321,45 +336,71 @@ impl Cluster {
     /// requests hold an `Arc`) and receive no new ones. An endpoint that
     /// stops draining comes back with fresh state.
     pub fn update(&self, specs: &[EndpointSpec]) {
+        // Discovery sets come sorted by address (and without duplicates);
+        // a configuration's list may not. Stable, so the first of
+        // duplicates is the one kept, as the balancer keeps it.
+        let mut sorted: Vec<&EndpointSpec> = specs.iter().collect();
+        if !sorted.is_sorted_by_key(|s| s.addr) {
+            sorted.sort_by_key(|s| s.addr);
+        }
+        sorted.dedup_by_key(|s| s.addr);
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = HashMap::with_capacity(specs.len());
-        let mut list = Vec::with_capacity(specs.len());
-        let mut seed = None;
-        for spec in specs {
+        let old = std::mem::take(&mut *members);
+        let seed = Endpoint::seed_rtt(old.iter().map(|m| &m.ep));
+        let mut next = Vec::with_capacity(sorted.len());
+        let mut old = old.into_iter().peekable();
+        for spec in sorted {
+            // Members before this address are gone from the set.
+            while let Some(gone) = old.next_if(|m| m.addr < spec.addr) {
+                self.forget(&gone);
+            }
+            let same = old.next_if(|m| m.addr == spec.addr);
             if spec.draining {
                 // Left out like a removed endpoint; `set_accepting(false)`
                 // also turns away a pick that loaded the previous set.
-                if let Some(ep) = members.get(&spec.addr) {
-                    ep.set_accepting(false);
+                if let Some(m) = same {
+                    m.ep.set_accepting(false);
+                    self.forget(&m);
                 }
                 continue;
             }
-            let ep = match members.get(&spec.addr) {
-                Some(ep) if ep.weight() == spec.weight.max(1) => ep.clone(),
-                _ => Arc::new(Endpoint::new(
-                    spec.addr,
-                    spec.weight,
-                    self.settings.clone(),
-                    self.metrics
-                        .endpoint_requests(&self.name, &spec.addr.to_string()),
-                    self.metrics
-                        .endpoint_stats(&self.name, &spec.addr.to_string()),
-                    *seed.get_or_insert_with(|| Endpoint::seed_rtt(members.values())),
-                )),
+            let weight = spec.weight.max(1);
+            let member = match same {
+                Some(m) if m.weight == weight => m,
+                // New, or its weight changed: fresh state (the endpoint's
+                // series are found again by address).
+                _ => Member {
+                    addr: spec.addr,
+                    weight,
+                    ep: Arc::new(Endpoint::new(
+                        spec.addr,
+                        spec.weight,
+                        self.settings.clone(),
+                        self.metrics
+                            .endpoint_requests(&self.name, &spec.addr.to_string()),
+                        self.metrics
+                            .endpoint_stats(&self.name, &spec.addr.to_string()),
+                        seed,
+                    )),
+                },
             };
             if self.is_l4() {
-                self.attach_l4(&ep);
+                self.attach_l4(&member.ep);
             }
-            next.insert(spec.addr, ep.clone());
-            list.push(ep);
+            next.push(member);
         }
-        for addr in members.keys() {
-            if !next.contains_key(addr) {
-                self.metrics.forget_endpoint(&self.name, &addr.to_string());
-            }
+        for gone in old {
+            self.forget(&gone);
         }
+        let list = next.iter().map(|m| m.ep.clone()).collect();
         *members = next;
         self.balancer.update(list);
+    }
+
+    /// Drops the series of an endpoint that left the set.
+    fn forget(&self, gone: &Member) {
+        self.metrics
+            .forget_endpoint(&self.name, &gone.addr.to_string());
     }
 
     /// All endpoints currently in the set.
@@ -555,9 +596,22 @@ impl Cluster {
 
     /// A point-in-time view for the admin API and metrics.
     pub fn snapshot(&self) -> ClusterSnapshot {
-        let endpoints = self
-            .balancer
-            .endpoints()
+        self.snapshot_range(|all| 0..all).0
+    }
+
+    /// The view with only the endpoints in the range `page` picks from
+    /// their count, and that count: a page of a 10,000-endpoint cluster
+    /// costs the page, not 10,000 endpoint views.
+    pub fn snapshot_range(
+        &self,
+        page: impl FnOnce(usize) -> std::ops::Range<usize>,
+    ) -> (ClusterSnapshot, usize) {
+        let all = self.balancer.endpoints();
+        let total = all.len();
+        let range = page(total);
+        let endpoints = all
+            .get(range)
+            .unwrap_or_default()
             .iter()
             .map(|ep| {
                 let health = ep.health().state();
@@ -596,7 +650,7 @@ impl Cluster {
                 }
             })
             .collect();
-        ClusterSnapshot {
+        let snapshot = ClusterSnapshot {
             name: self.name.to_string(),
             balance: self.balancer.strategy().as_str(),
             protocol: self.protocol_name(),
@@ -605,7 +659,8 @@ impl Cluster {
             retry_budget_remaining: self.budget.remaining(),
             decisions: self.decisions.all().into_iter().collect(),
             endpoints,
-        }
+        };
+        (snapshot, total)
     }
 }
 
@@ -781,6 +836,53 @@ mod tests {
 
     fn spec(port: u16) -> EndpointSpec {
         EndpointSpec::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    fn ports(c: &Cluster) -> Vec<u16> {
+        c.endpoints().iter().map(|e| e.addr().port()).collect()
+    }
+
+    #[test]
+    fn an_update_keeps_what_stays_and_renews_what_changed() {
+        let metrics = Arc::new(Metrics::new());
+        let c = cluster(&metrics);
+        // Unsorted, with a duplicate: the set is sorted and the first of
+        // the duplicates kept.
+        let heavy = EndpointSpec::new(([127, 0, 0, 1], 2).into(), 5);
+        c.update(&[spec(3), heavy, spec(1), spec(2)]);
+        assert_eq!(ports(&c), [1, 2, 3]);
+        assert_eq!(c.endpoints()[1].weight(), 5);
+        let before = c.endpoints();
+
+        // 1 stays, 2 changes weight, 3 drains, 4 is new, 5 is new.
+        let mut draining = spec(3);
+        draining.draining = true;
+        c.update(&[spec(5), spec(4), draining, spec(2), spec(1)]);
+        let after = c.endpoints();
+        assert_eq!(ports(&c), [1, 2, 4, 5]);
+        assert!(
+            Arc::ptr_eq(&before[0], &after[0]),
+            "an endpoint that stays keeps its state"
+        );
+        assert!(
+            !Arc::ptr_eq(&before[1], &after[1]),
+            "a new weight is a fresh endpoint"
+        );
+        assert_eq!(after[1].weight(), 1);
+        assert!(
+            !before[2].is_accepting(),
+            "a draining endpoint turns away picks of the old set"
+        );
+
+        // Everything leaves but 5; 1 comes back as a fresh endpoint.
+        c.update(&[spec(5)]);
+        assert_eq!(ports(&c), [5]);
+        assert!(Arc::ptr_eq(&after[3], &c.endpoints()[0]));
+        c.update(&[spec(1), spec(5)]);
+        assert!(!Arc::ptr_eq(&before[0], &c.endpoints()[0]));
+        assert_eq!(ports(&c), [1, 5]);
+        c.update(&[]);
+        assert!(c.endpoints().is_empty());
     }
 
     #[test]
