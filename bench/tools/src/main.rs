@@ -63,6 +63,7 @@ fn usage() -> ! {
         "usage:
   sybench load --addr IP:PORT [--path /] [--proto h1|h2|grpc] [--conns 64] [--rate 10000]
                [--duration 10] [--close] [--streams 100] [--grpc-payload 32] [--out FILE]
+               [--key-header NAME --keys N]  (h1: NAME takes N values, spread over the connections)
   sybench grpc-backend --listen IP:PORT
   sybench tcp-sink --listen IP:PORT
   sybench tcp-bulk --addr IP:PORT [--conns 4] [--duration 5] [--out FILE]
@@ -191,6 +192,10 @@ async fn load(o: Opts) -> Res<()> {
     let streams: usize = o.num("streams", 100);
     let payload: usize = o.num("grpc-payload", 32);
     let out = o.str("out", "");
+    // For hash balancers: each connection cycles through its share of
+    // `keys` values of a header, built once.
+    let key_header = o.str("key-header", "");
+    let keys: usize = o.num("keys", 0);
     if conns == 0 || rate <= 0.0 {
         return Err("--conns and --rate must be positive".into());
     }
@@ -206,13 +211,27 @@ async fn load(o: Opts) -> Res<()> {
         let (tx, rx) = mpsc::unbounded_channel::<Instant>();
         senders.push(tx);
         let rec = rec.clone();
+        let c = senders.len() - 1;
         let task = match proto {
             Proto::H1 => {
-                let req = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sybench\r\n{}\r\n",
-                    if close { "Connection: close\r\n" } else { "" }
-                );
-                tokio::task::spawn_local(h1_conn(addr, Bytes::from(req), rx, close, rec))
+                let variants: Vec<String> = if key_header.is_empty() || keys == 0 {
+                    vec![String::new()]
+                } else {
+                    (c..keys)
+                        .step_by(conns)
+                        .map(|k| format!("{key_header}: {k}\r\n"))
+                        .collect()
+                };
+                let reqs = variants
+                    .iter()
+                    .map(|extra| {
+                        Bytes::from(format!(
+                            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sybench\r\n{extra}{}\r\n",
+                            if close { "Connection: close\r\n" } else { "" }
+                        ))
+                    })
+                    .collect();
+                tokio::task::spawn_local(h1_conn(addr, reqs, rx, close, rec))
             }
             Proto::H2 | Proto::Grpc => {
                 let body = (proto == Proto::Grpc).then(|| grpc_frame(payload));
@@ -341,14 +360,16 @@ fn grpc_frame(payload: usize) -> Bytes {
 
 async fn h1_conn(
     addr: SocketAddr,
-    req: Bytes,
+    reqs: Vec<Bytes>,
     mut rx: mpsc::UnboundedReceiver<Instant>,
     close: bool,
     rec: Rec,
 ) {
     let mut stream: Option<TcpStream> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut next = reqs.iter().cycle();
     while let Some(t) = rx.recv().await {
+        let req = next.next().expect("at least one request");
         if stream.is_none() {
             match TcpStream::connect(addr).await {
                 Ok(s) => {
@@ -363,7 +384,7 @@ async fn h1_conn(
         }
         let s = stream.as_mut().unwrap();
         buf.clear();
-        match h1_exchange(s, &req, &mut buf).await {
+        match h1_exchange(s, req, &mut buf).await {
             Ok((status, keep)) => {
                 if (200..300).contains(&status) {
                     rec.borrow_mut().ok(t);

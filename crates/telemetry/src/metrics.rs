@@ -123,7 +123,6 @@ pub struct Metrics {
     epoch: Instant,
     discovery_stamps: Mutex<Vec<(String, Arc<UpdateStamp>)>>,
     route_live: Arc<Mutex<RouteLives>>,
-    endpoint_live: Mutex<HashMap<(String, String), Arc<LiveStats>>>,
 }
 
 impl Default for Metrics {
@@ -303,23 +302,6 @@ impl Metrics {
         })
     }
 
-    /// Live stats of one endpoint (outcomes and latency of the attempts sent
-    /// to it), resolved when the endpoint joins; the admin feed reads them
-    /// with [`Metrics::endpoint_live`].
-    pub fn endpoint_stats(&self, cluster: &str, endpoint: &str) -> Arc<LiveStats> {
-        lock(&self.endpoint_live)
-            .entry((cluster.to_owned(), endpoint.to_owned()))
-            .or_default()
-            .clone()
-    }
-
-    /// The live stats of an endpoint, if anything resolved them.
-    pub fn endpoint_live(&self, cluster: &str, endpoint: &str) -> Option<Arc<LiveStats>> {
-        lock(&self.endpoint_live)
-            .get(&(cluster.to_owned(), endpoint.to_owned()))
-            .cloned()
-    }
-
     /// Removes the gauges of a cluster a reload removed, and its endpoints'
     /// series, so that `/metrics` does not keep reporting what no longer
     /// exists. Its counters stay (they only ever grow).
@@ -360,7 +342,6 @@ impl Metrics {
                 state: state.to_owned(),
             });
         }
-        lock(&self.endpoint_live).remove(&(cluster.to_owned(), endpoint.to_owned()));
     }
 
     /// Renders every family in the Prometheus text exposition format (0.0.4),
@@ -538,19 +519,5 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
-    }
-
-    #[test]
-    fn forgetting_an_endpoint_drops_its_live_stats() {
-        let m = Metrics::new();
-        let s = m.endpoint_stats("api", "127.0.0.1:1");
-        s.record(200, std::time::Duration::from_millis(1));
-        assert_eq!(
-            m.endpoint_live("api", "127.0.0.1:1")
-                .map(|s| s.snapshot().requests),
-            Some(1)
-        );
-        m.forget_endpoint("api", "127.0.0.1:1");
-        assert!(m.endpoint_live("api", "127.0.0.1:1").is_none());
     }
 }

@@ -65,7 +65,7 @@ const ANSWER_GRACE: Duration = Duration::from_secs(5);
 
 /// Default least time between an answer and the next blocking query: what
 /// a change in a burst may wait, so that the burst arrives in few sets.
-pub const DEFAULT_SETTLE: Duration = Duration::from_millis(50);
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(20);
 
 impl RegistrySource {
     /// Watches `service` at the registry `url` (`http://host:port`).
@@ -100,7 +100,7 @@ impl RegistrySource {
     }
 
     /// Sets the least time between an answer and the next blocking query
-    /// (default 50 ms; zero asks again at once).
+    /// (default 20 ms; zero asks again at once).
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
         self

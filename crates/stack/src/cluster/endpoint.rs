@@ -37,8 +37,9 @@ pub struct Endpoint {
     health: EndpointHealth,
     requests: Counter,
     /// Recent request rate, latency percentiles and errors, for the live
-    /// feed and dashboard.
-    stats: Arc<LiveStats>,
+    /// feed and dashboard (read through the cluster's snapshot). Owned: an
+    /// endpoint that leaves takes them along.
+    stats: LiveStats,
     /// Connections, sessions and bytes, for endpoints of clusters that tcp
     /// or udp listeners use; attached when the cluster learns that role.
     l4: OnceLock<L4Stats>,
@@ -112,7 +113,6 @@ impl Endpoint {
         weight: u32,
         settings: Arc<PoolSettings>,
         requests: Counter,
-        stats: Arc<LiveStats>,
         rtt: Duration,
     ) -> Self {
         Self {
@@ -123,7 +123,7 @@ impl Endpoint {
             accepting: AtomicBool::new(true),
             health: EndpointHealth::new(),
             requests,
-            stats,
+            stats: LiveStats::default(),
             l4: OnceLock::new(),
         }
     }

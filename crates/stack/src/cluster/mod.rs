@@ -378,8 +378,6 @@ impl Cluster {
                         self.settings.clone(),
                         self.metrics
                             .endpoint_requests(&self.name, &spec.addr.to_string()),
-                        self.metrics
-                            .endpoint_stats(&self.name, &spec.addr.to_string()),
                         seed,
                     )),
                 },

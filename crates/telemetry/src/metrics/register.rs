@@ -2,7 +2,6 @@
 //! order docs/metrics.md lists them.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, atomic::AtomicI64},
     time::Instant,
 };
@@ -290,7 +289,6 @@ impl Metrics {
             epoch: Instant::now(),
             discovery_stamps: Mutex::new(Vec::new()),
             route_live: Arc::new(Mutex::new(RouteLives::default())),
-            endpoint_live: Mutex::new(HashMap::new()),
         }
     }
 }
