@@ -10,7 +10,7 @@ use http::Method;
 use http_body_util::{BodyExt, Full};
 use switchyard_stack::cluster::EndpointSpec;
 use switchyard_test_support::{
-    Backend, BackendConfig, Mode,
+    Backend, BackendConfig, Mode, assert_eventually,
     client::{http1_connect, request},
 };
 
@@ -235,4 +235,25 @@ async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reac
     // Each request after the first two closed an idle connection to make
     // room for its own.
     assert_eq!(b.iter().map(|b| b.connections()).sum::<u64>(), 9);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_close_after_the_idle_timeout_and_only_then() {
+    let b = Backend::start(BackendConfig::new("b1")).await;
+    let toml =
+        listener("public", "api", "") + &cluster("api", &[b.addr()], "idle_timeout = \"400ms\"");
+    let p = TestProxy::start(&toml).await;
+    let api = p.cluster("api");
+    let idle = || api.endpoints()[0].pool().idle_connections();
+    run(p.addr, 3, None).await;
+    assert_eq!(idle(), 1, "the connection waits in the pool");
+    // Well inside the idle timeout it stays; the sweep (every 200 ms)
+    // closes it once the timeout has passed.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(idle(), 1);
+    assert_eventually!(idle() == 0, Duration::from_secs(3));
+    assert_eq!(api.endpoints()[0].pool().open_connections(), 0);
+    // The next request opens a new one.
+    run(p.addr, 1, None).await;
+    assert_eq!(b.connections(), 2);
 }

@@ -23,33 +23,20 @@ use crate::{
     upstream::{UpstreamIo, open},
 };
 
-/// Checks every endpoint of `cluster` until `watch` signals draining.
 /// Starts a cluster's background upkeep on the current runtime: its
-/// active health checks (when it configures them) and the sweep that
-/// closes idle upstream connections, so that they do not hold file
-/// descriptors when traffic stops. Both end when the returned signal is
-/// dropped. The proxy runs it for each cluster, the library's client for
-/// its own.
+/// active health checks, when it configures them, until the returned
+/// signal is dropped. The proxy runs it for each cluster, the library's
+/// client for its own. (Idle upstream connections are swept by a task the
+/// cluster's pools start with their first idle connection.)
 pub fn start_upkeep(cluster: &Arc<Cluster>) -> drain::Signal {
     let (signal, watch) = drain::channel();
     if cluster.health_check().is_some() {
-        tokio::spawn(run(cluster.clone(), watch.clone()));
+        tokio::spawn(run(cluster.clone(), watch));
     }
-    let cluster = cluster.clone();
-    let mut watch = watch;
-    tokio::spawn(async move {
-        let period = (cluster.idle_timeout() / 2).max(std::time::Duration::from_millis(100));
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => cluster.sweep(),
-                _ = watch.signaled() => return,
-            }
-        }
-    });
     signal
 }
 
+/// Checks every endpoint of `cluster` until `watch` signals draining.
 pub async fn run(cluster: Arc<Cluster>, mut watch: drain::Watch) {
     let Some(hc) = cluster.health_check().cloned() else {
         return;

@@ -577,13 +577,6 @@ impl Cluster {
         self.send_to(&endpoint, req).await
     }
 
-    /// Closes idle upstream connections past their idle timeout.
-    pub fn sweep(&self) {
-        for ep in self.balancer.endpoints().iter() {
-            ep.pool().sweep();
-        }
-    }
-
     pub fn connect_timeout(&self) -> Duration {
         self.settings.connect_timeout
     }

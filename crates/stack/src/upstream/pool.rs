@@ -418,16 +418,6 @@ impl Pool {
             tx,
         }
     }
-
-    /// Closes idle connections older than the idle timeout; called
-    /// periodically so that unused connections do not hold file descriptors.
-    pub fn sweep(&self) {
-        let timeout = self.inner.settings.idle_timeout;
-        let now = Instant::now();
-        self.inner
-            .lock_idle()
-            .retain(|i| now.duration_since(i.since) < timeout && !i.tx.is_closed());
-    }
 }
 
 impl fmt::Debug for Inner {
@@ -461,6 +451,15 @@ impl Inner {
         None
     }
 
+    /// Closes idle connections older than the idle timeout, so that unused
+    /// connections do not hold file descriptors.
+    fn sweep(&self) {
+        let timeout = self.settings.idle_timeout;
+        let now = Instant::now();
+        self.lock_idle()
+            .retain(|i| now.duration_since(i.since) < timeout && !i.tx.is_closed());
+    }
+
     fn current_h2(&self) -> Option<http2::SendRequest<Body>> {
         let guard = self.lock_h2();
         guard.as_ref().filter(|tx| !tx.is_closed()).cloned()
@@ -480,9 +479,14 @@ impl Inner {
 /// at most once (its `queued` flag), and entries of dropped pools (removed
 /// endpoints) are pruned as the queue grows, so it is bounded by the pools
 /// alive.
+///
+/// It is also what the idle sweep walks: every pool with an idle connection
+/// is in it.
 #[derive(Debug, Default)]
 struct IdlePools {
     queue: Mutex<IdleQueue>,
+    /// The sweep task runs (started by the first idle connection).
+    sweeping: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -504,6 +508,44 @@ impl IdlePools {
             q.pools.retain(|p| p.strong_count() > 0);
             q.prune_at = (2 * q.pools.len()).max(64);
         }
+    }
+
+    /// Starts, once, the task that closes the cluster's idle connections
+    /// past `idle_timeout` (checking every half of it), which ends once the
+    /// cluster is gone. Started by the first connection put back, so a
+    /// cluster that never pools one (a sidecar knows every service, and
+    /// uses a few) has no task.
+    fn start_sweeping(self: &Arc<Self>, idle_timeout: Duration) {
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let pools = Arc::downgrade(self);
+        let period = (idle_timeout / 2).max(Duration::from_millis(100));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pools) = pools.upgrade() else { return };
+                pools.sweep();
+            }
+        });
+    }
+
+    /// Sweeps every pool with idle connections and forgets dropped ones.
+    fn sweep(&self) {
+        let mut q = self.lock();
+        q.pools.retain(|weak| match weak.upgrade() {
+            Some(pool) => {
+                pool.sweep();
+                true
+            }
+            None => false,
+        });
     }
 
     /// Closes the oldest idle connection of the pool that has waited
@@ -579,10 +621,9 @@ impl Checkin {
         if !self.pool.queued.load(Ordering::Relaxed)
             && !self.pool.queued.swap(true, Ordering::AcqRel)
         {
-            self.pool
-                .settings
-                .idle_pools
-                .push(Arc::downgrade(&self.pool));
+            let settings = &self.pool.settings;
+            settings.idle_pools.push(Arc::downgrade(&self.pool));
+            settings.idle_pools.start_sweeping(settings.idle_timeout);
         }
         self.pool.settings.released.notify_one();
     }
