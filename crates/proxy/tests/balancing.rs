@@ -257,3 +257,86 @@ async fn idle_upstream_connections_close_after_the_idle_timeout_and_only_then() 
     run(p.addr, 1, None).await;
     assert_eq!(b.connections(), 2);
 }
+
+#[tokio::test]
+async fn an_http2_cluster_with_more_endpoints_than_connections_lets_the_oldest_go() {
+    // As above with one shared HTTP/2 connection per endpoint: the third
+    // endpoint's connection needs the place of the first one's.
+    let b: Vec<Backend> = futures_util::future::join_all(
+        ["h1", "h2", "h3"].map(|n| Backend::start(BackendConfig::new(n))),
+    )
+    .await;
+    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr()).collect();
+    let toml = listener("public", "api", "")
+        + &cluster(
+            "api",
+            &addrs,
+            "protocol = \"http2\"\nbalance = \"round-robin\"\nlimits = { max_connections = 2 }",
+        );
+    let p = TestProxy::start(&toml).await;
+    let api = p.cluster("api");
+    let mut tx = http1_connect::<Full<Bytes>>(p.addr).await.unwrap();
+    for i in 0..9 {
+        tx.ready().await.expect("proxy keeps the connection open");
+        let mut req = request(Method::GET, "/", Bytes::new());
+        req.headers_mut().insert("host", "svc".parse().unwrap());
+        let resp = tokio::time::timeout(Duration::from_secs(3), tx.send_request(req))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} waited for a place"))
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        resp.into_body().collect().await.unwrap();
+        let open: usize = api
+            .endpoints()
+            .iter()
+            .map(|e| e.pool().open_connections())
+            .sum();
+        assert!(open <= 2, "request {i}: {open} connections open, limit 2");
+    }
+    assert_eq!(
+        [b[0].requests(), b[1].requests(), b[2].requests()],
+        [3, 3, 3]
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_let_go_at_the_limit_finishes_its_streams() {
+    // Every endpoint answers after 400 ms: the first two requests are in
+    // flight on the two connections there is room for when the third
+    // needs one, so the connection let go has a stream in flight.
+    let b: Vec<Backend> = futures_util::future::join_all(["s1", "s2", "s3"].map(|n| {
+        Backend::start(BackendConfig::new(n).mode(Mode::Delay(Duration::from_millis(400))))
+    }))
+    .await;
+    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr()).collect();
+    let toml = listener("public", "api", "")
+        + &cluster(
+            "api",
+            &addrs,
+            "protocol = \"http2\"\nbalance = \"round-robin\"\nlimits = { max_connections = 2 }",
+        );
+    let p = TestProxy::start(&toml).await;
+    let send = |addr: SocketAddr| async move {
+        let mut tx = http1_connect::<Full<Bytes>>(addr).await.unwrap();
+        let mut req = request(Method::GET, "/", Bytes::new());
+        req.headers_mut().insert("host", "svc".parse().unwrap());
+        let resp = tx.send_request(req).await.unwrap();
+        let status = resp.status();
+        resp.into_body().collect().await.unwrap();
+        status
+    };
+    let first = tokio::spawn(send(p.addr));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(send(p.addr));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let third = tokio::time::timeout(Duration::from_secs(3), send(p.addr))
+        .await
+        .expect("the third request gets a place once a connection closes");
+    assert_eq!(third, 200);
+    assert_eq!(first.await.unwrap(), 200, "the stream in flight finished");
+    assert_eq!(second.await.unwrap(), 200);
+    assert_eq!(
+        [b[0].requests(), b[1].requests(), b[2].requests()],
+        [1, 1, 1]
+    );
+}

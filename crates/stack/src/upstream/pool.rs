@@ -57,6 +57,9 @@ pub struct PoolSettings {
     /// The cluster's pools that hold idle HTTP/1.1 connections, for a
     /// request at `max_connections` to reclaim a place from.
     idle_pools: Arc<IdlePools>,
+    /// The cluster's pools that hold a shared HTTP/2 connection, oldest
+    /// first, for a request at `max_connections` to free a place from.
+    h2_pools: Arc<IdlePools>,
     /// TLS to the endpoints, when the cluster has `tls`.
     pub tls: Option<UpstreamTls>,
     /// The PROXY protocol header each connection starts with, when the
@@ -83,6 +86,7 @@ impl PoolSettings {
             pending: Limit::new(max_pending),
             released: Arc::new(Notify::new()),
             idle_pools: Arc::default(),
+            h2_pools: Arc::default(),
             tls: None,
             proxy_protocol: None,
         }
@@ -375,10 +379,46 @@ impl Pool {
         if let Some(tx) = self.inner.current_h2() {
             return Ok(tx);
         }
-        let permit = self.connection_permit()?;
+        let permit = match self.inner.settings.connections.try_acquire() {
+            Some(permit) => permit,
+            None => self.h2_place().await?,
+        };
         let tx = Box::pin(self.connect_h2(permit, None)).await?;
         *self.inner.lock_h2() = Some(tx.clone());
+        let settings = &self.inner.settings;
+        settings.h2_pools.push(Arc::downgrade(&self.inner));
         Ok(tx)
+    }
+
+    /// A place for a new HTTP/2 connection at the cluster's connection
+    /// limit: another endpoint's shared connection (the oldest) is let go,
+    /// so that a cluster of more endpoints than `max_connections` can reach
+    /// all of them. Its streams in flight finish; the connection closes
+    /// after them and frees its place, which this waits for up to the
+    /// connect timeout. Refused (`overloaded`) when no other endpoint has
+    /// a connection to let go, or the place does not come in time.
+    async fn h2_place(&self) -> Result<Permit, ProxyError> {
+        let settings = &self.inner.settings;
+        let overloaded = || ProxyError::new(ErrorKind::Overloaded);
+        let deadline = Instant::now() + settings.connect_timeout;
+        let mut released_one = false;
+        loop {
+            let released = settings.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(permit) = settings.connections.try_acquire() {
+                return Ok(permit);
+            }
+            if !released_one {
+                released_one = settings.h2_pools.release_h2(&self.inner);
+                if !released_one {
+                    return Err(overloaded());
+                }
+            }
+            tokio::time::timeout_at(deadline, released)
+                .await
+                .map_err(|_| overloaded())?;
+        }
     }
 
     async fn connect_h2(
@@ -402,12 +442,14 @@ impl Pool {
             .map_err(ProxyError::from_upstream)?;
         let open = self.inner.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
+        let released = self.inner.settings.released.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%addr, error = %e, "upstream h2 connection ended");
             }
             open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
+            released.notify_one();
         });
         Ok(tx)
     }
@@ -534,6 +576,34 @@ impl IdlePools {
                 pools.sweep();
             }
         });
+    }
+
+    /// Lets go of the shared HTTP/2 connection of the pool that has held
+    /// one longest, other than `except`; returns whether there was one.
+    /// Dropping the last sender makes hyper close the connection once its
+    /// streams in flight end.
+    fn release_h2(&self, except: &Inner) -> bool {
+        let released = {
+            let mut q = self.lock();
+            let mut released = None;
+            let mut skipped = None;
+            while let Some(weak) = q.pools.pop_front() {
+                let Some(pool) = weak.upgrade() else { continue };
+                if std::ptr::eq(Arc::as_ptr(&pool), except) {
+                    skipped = Some(weak);
+                    continue;
+                }
+                if let Some(tx) = pool.lock_h2().take() {
+                    released = Some(tx);
+                    break;
+                }
+            }
+            if let Some(weak) = skipped {
+                q.pools.push_front(weak);
+            }
+            released
+        };
+        released.is_some()
     }
 
     /// Sweeps every pool with idle connections and forgets dropped ones.
