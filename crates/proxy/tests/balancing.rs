@@ -193,10 +193,10 @@ async fn removed_endpoints_get_no_new_requests() {
     assert_eq!(b.requests(), 15);
 }
 
-#[tokio::test]
-async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reach_the_others() {
-    // Three endpoints, places for two connections: the third request finds
-    // both places held by idle connections to the other two endpoints.
+/// Three endpoints (round-robin), places for two connections: nine
+/// sequential requests, each answered within 3 s with at most two
+/// connections open, three to each endpoint. Returns the backends.
+async fn three_endpoints_two_places(extra: &str) -> Vec<Backend> {
     let b: Vec<Backend> = futures_util::future::join_all(
         ["c1", "c2", "c3"].map(|n| Backend::start(BackendConfig::new(n))),
     )
@@ -206,7 +206,7 @@ async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reac
         + &cluster(
             "api",
             &addrs,
-            "balance = \"round-robin\"\nlimits = { max_connections = 2 }",
+            &format!("{extra}balance = \"round-robin\"\nlimits = {{ max_connections = 2 }}"),
         );
     let p = TestProxy::start(&toml).await;
     let api = p.cluster("api");
@@ -217,9 +217,9 @@ async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reac
         req.headers_mut().insert("host", "svc".parse().unwrap());
         let resp = tokio::time::timeout(Duration::from_secs(3), tx.send_request(req))
             .await
-            .unwrap_or_else(|_| panic!("request {i} waited for a place held by an idle connection"))
+            .unwrap_or_else(|_| panic!("request {i} waited for a place"))
             .unwrap();
-        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.status(), 200, "request {i}");
         resp.into_body().collect().await.unwrap();
         let open: usize = api
             .endpoints()
@@ -232,6 +232,14 @@ async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reac
         [b[0].requests(), b[1].requests(), b[2].requests()],
         [3, 3, 3]
     );
+    b
+}
+
+#[tokio::test]
+async fn a_cluster_with_more_endpoints_than_connections_closes_idle_ones_to_reach_the_others() {
+    // The third request finds both places held by idle connections to the
+    // other two endpoints.
+    let b = three_endpoints_two_places("").await;
     // Each request after the first two closed an idle connection to make
     // room for its own.
     assert_eq!(b.iter().map(|b| b.connections()).sum::<u64>(), 9);
@@ -262,41 +270,7 @@ async fn idle_upstream_connections_close_after_the_idle_timeout_and_only_then() 
 async fn an_http2_cluster_with_more_endpoints_than_connections_lets_the_oldest_go() {
     // As above with one shared HTTP/2 connection per endpoint: the third
     // endpoint's connection needs the place of the first one's.
-    let b: Vec<Backend> = futures_util::future::join_all(
-        ["h1", "h2", "h3"].map(|n| Backend::start(BackendConfig::new(n))),
-    )
-    .await;
-    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr()).collect();
-    let toml = listener("public", "api", "")
-        + &cluster(
-            "api",
-            &addrs,
-            "protocol = \"http2\"\nbalance = \"round-robin\"\nlimits = { max_connections = 2 }",
-        );
-    let p = TestProxy::start(&toml).await;
-    let api = p.cluster("api");
-    let mut tx = http1_connect::<Full<Bytes>>(p.addr).await.unwrap();
-    for i in 0..9 {
-        tx.ready().await.expect("proxy keeps the connection open");
-        let mut req = request(Method::GET, "/", Bytes::new());
-        req.headers_mut().insert("host", "svc".parse().unwrap());
-        let resp = tokio::time::timeout(Duration::from_secs(3), tx.send_request(req))
-            .await
-            .unwrap_or_else(|_| panic!("request {i} waited for a place"))
-            .unwrap();
-        assert_eq!(resp.status(), 200, "request {i}");
-        resp.into_body().collect().await.unwrap();
-        let open: usize = api
-            .endpoints()
-            .iter()
-            .map(|e| e.pool().open_connections())
-            .sum();
-        assert!(open <= 2, "request {i}: {open} connections open, limit 2");
-    }
-    assert_eq!(
-        [b[0].requests(), b[1].requests(), b[2].requests()],
-        [3, 3, 3]
-    );
+    three_endpoints_two_places("protocol = \"http2\"\n").await;
 }
 
 #[tokio::test]
